@@ -1,0 +1,1 @@
+"""Dataset side (torch-free): manifests, label-file adapters, image I/O, synthetic distortions."""

@@ -1,0 +1,118 @@
+"""``grmp-edge doctor``: what this machine has, what is missing, and which extra installs it."""
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from grmp_edge.errors import EXTRA_FOR_MODULE
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def jetson_info() -> str | None:
+    """Jetson model and L4T/JetPack release when running on one, else None."""
+    model_file = Path("/proc/device-tree/model")
+    release_file = Path("/etc/nv_tegra_release")
+    if not model_file.exists() and not release_file.exists():
+        return None
+    model = model_file.read_text(errors="ignore").strip("\x00 \n") if model_file.exists() else "Jetson"
+    release = release_file.read_text(errors="ignore").splitlines()[0] if release_file.exists() else ""
+    return f"{model} ({release.strip('# ')})" if release else model
+
+
+def _torch(mod) -> str:
+    cuda = mod.cuda.is_available()
+    gpu = f", GPU {mod.cuda.get_device_name(0)}" if cuda else ""
+    return f"CUDA {mod.version.cuda} available={cuda}{gpu}"
+
+
+def _ort(mod) -> str:
+    return "providers: " + ", ".join(mod.get_available_providers())
+
+
+def _cv2(mod) -> str:
+    info = mod.getBuildInformation()
+    gst = any(line.strip().startswith("GStreamer:") and "YES" in line for line in info.splitlines())
+    return "GStreamer: yes" if gst else "GStreamer: NO (CSI cameras need JetPack's OpenCV)"
+
+
+def _trt(mod) -> str:
+    return "TensorRT Python bindings"
+
+
+CHECKS: list[tuple[str, str, Callable | None]] = [
+    ("torch", "torch", _torch),
+    ("torchvision", "torchvision", None),
+    ("open_clip", "open_clip", None),
+    ("safetensors", "safetensors", None),
+    ("onnx", "onnx", None),
+    ("onnxslim", "onnxslim", None),
+    ("onnxruntime", "onnxruntime", _ort),
+    ("tensorrt", "tensorrt", _trt),
+    ("cuda-python", "cuda", None),
+    ("pycuda", "pycuda", None),
+    ("opencv", "cv2", _cv2),
+    ("matplotlib", "matplotlib", None),
+]
+
+
+def probe(module: str, detail: Callable | None) -> tuple[bool, str, str]:
+    """(importable, version, detail) of one optional module; never raises."""
+    try:
+        mod = importlib.import_module(module)
+    except Exception as exc:  # a broken install raises more than ImportError
+        return False, "", f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
+    version = str(getattr(mod, "__version__", "") or "")
+    if not version and module == "cuda":
+        try:
+            from importlib.metadata import version as dist_version
+
+            version = dist_version("cuda-python")
+        except Exception:
+            version = "?"
+    try:
+        extra = detail(mod) if detail else ""
+    except Exception as exc:
+        extra = f"(detail failed: {exc})"
+    return True, version, extra
+
+
+def doctor() -> None:
+    """Print Python, OS, CPU and each optional component with its version, or the extra that installs it."""
+    console = Console()
+    console.print("[bold]grmp-edge doctor[/bold]")
+    console.print(f"Python   {sys.version.split()[0]} ({sys.executable})")
+    console.print(f"OS       {platform.system()} {platform.release()} / {platform.machine()}")
+    console.print(f"CPU      {_cpu_name()} ({os.cpu_count()} logical cores)")
+    jetson = jetson_info()
+    console.print(f"Jetson   {jetson or 'no'}")
+    table = Table(show_header=True, header_style="bold")
+    for col in ("component", "status", "version", "detail"):
+        table.add_column(col)
+    for name, module, detail in CHECKS:
+        ok, version, info = probe(module, detail)
+        if ok:
+            table.add_row(name, "[green]ok[/green]", version, info)
+        else:
+            extra = EXTRA_FOR_MODULE.get(module, "all")
+            hint = f"pip install 'grmp-edge[{extra}]'"
+            if module == "cv2" and jetson:
+                hint = "use JetPack's OpenCV (apt install python3-opencv), not pip's"
+            table.add_row(name, "[red]missing[/red]", "", escape(hint))
+    console.print(table)

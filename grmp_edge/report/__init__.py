@@ -1,0 +1,1 @@
+"""Reports: accuracy-vs-latency benchmarks, tables and plots."""

@@ -1,0 +1,66 @@
+"""The ``runs/<kind>/<name>/`` working-folder convention.
+
+Commands write under ``runs/<kind>/<name>/`` (``train``, ``export``, ``run``, ``bench``, ...);
+later commands find the newest result of a kind without flags, so that a bare
+``grmp-edge export`` picks up the last ``grmp-edge train``.
+The root is ``./runs`` unless ``GRMP_EDGE_RUNS`` names another folder.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from grmp_edge.errors import GrmpError
+
+
+def runs_root() -> Path:
+    """The folder that holds every run (``$GRMP_EDGE_RUNS`` or ``./runs``)."""
+    return Path(os.environ.get("GRMP_EDGE_RUNS", "runs"))
+
+
+def new_run_dir(kind: str, name: str | None = None, exist_ok: bool = False) -> Path:
+    """Create and return ``runs/<kind>/<name>``; without a name, the next free ``exp``, ``exp2``, ...
+
+    With ``exist_ok`` an existing folder of that name is reused (for ``--resume``).
+    """
+    base = runs_root() / kind
+    base.mkdir(parents=True, exist_ok=True)
+    if name:
+        path = base / name
+        if path.exists() and not exist_ok:
+            raise GrmpError(f"{path} already exists; pick another --name, or pass --resume / --force")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    taken = {p.name for p in base.iterdir()}
+    n = 1
+    while True:
+        candidate = "exp" if n == 1 else f"exp{n}"
+        if candidate not in taken:
+            break
+        n += 1
+    path = base / candidate
+    path.mkdir()
+    return path
+
+
+def latest_run(kind: str, must_contain: str | None = None) -> Path:
+    """The most recently modified ``runs/<kind>/*`` folder (holding ``must_contain`` if given)."""
+    base = runs_root() / kind
+    candidates = [p for p in base.glob("*") if p.is_dir()] if base.is_dir() else []
+    if must_contain:
+        candidates = [p for p in candidates if (p / must_contain).exists()]
+    if not candidates:
+        what = f" with {must_contain}" if must_contain else ""
+        raise GrmpError(f"no {kind} run{what} under {base}; run `grmp-edge {kind}` first or pass a path")
+
+    def mtime(p: Path) -> float:
+        target = p / must_contain if must_contain else p
+        return target.stat().st_mtime
+
+    return max(candidates, key=mtime)
+
+
+def slug(text: str) -> str:
+    """A folder-safe name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run"

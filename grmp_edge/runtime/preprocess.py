@@ -1,0 +1,101 @@
+"""numpy/cv2 preprocessing generated from a :class:`~grmp_edge.spec.PreprocessSpec`.
+
+This is the single implementation of resize + crop: training datasets, export calibration and the
+edge runtime all call it, so what the model saw in training is what it sees on the device. It ends at
+a uint8 RGB ``size x size`` crop; cast, scale and normalisation live inside the exported graph (and in
+:func:`normalize` for the PyTorch side).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from grmp_edge.errors import GrmpError, require
+from grmp_edge.spec import PreprocessSpec
+
+
+def _cv2():
+    return require("cv2", "runtime")
+
+
+def _interp(spec: PreprocessSpec, shrinking: bool) -> int:
+    cv2 = _cv2()
+    if spec.interpolation == "area":
+        # INTER_AREA antialiases when shrinking; it degenerates to bilinear when enlarging.
+        return cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}[spec.interpolation]
+
+
+def resized_shape(height: int, width: int, spec: PreprocessSpec) -> tuple[int, int]:
+    """(height, width) after the spec's resize step."""
+    if spec.resize_mode == "square":
+        return spec.resize, spec.resize
+    scale = spec.resize / min(height, width)
+    if height <= width:
+        return spec.resize, max(spec.resize, int(round(width * scale)))
+    return max(spec.resize, int(round(height * scale))), spec.resize
+
+
+def resize(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Resize an ``(H, W, 3)`` uint8 image as the spec says."""
+    check_frame(rgb)
+    h, w = rgb.shape[:2]
+    nh, nw = resized_shape(h, w, spec)
+    if (nh, nw) == (h, w):
+        return rgb
+    return _cv2().resize(rgb, (nw, nh), interpolation=_interp(spec, nh * nw < h * w))
+
+
+def crop_offsets(height: int, width: int, size: int) -> tuple[int, int]:
+    """Top-left corner of the centre ``size`` crop (torchvision's rounding)."""
+    return int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """The centre ``size x size`` crop of an ``(H, W, C)`` image."""
+    h, w = img.shape[:2]
+    if h < size or w < size:
+        raise GrmpError(f"image {w}x{h} is smaller than the {size} px crop")
+    top, left = crop_offsets(h, w, size)
+    return img[top:top + size, left:left + size]
+
+
+def preprocess(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Resize + centre crop: ``(H, W, 3)`` uint8 RGB -> ``(size, size, 3)`` uint8 RGB (contiguous)."""
+    return np.ascontiguousarray(center_crop(resize(rgb, spec), spec.size))
+
+
+def native_crops(rgb: np.ndarray, spec: PreprocessSpec, n: int) -> np.ndarray:
+    """``n`` crops of the model's size at native resolution, spread on a grid over the frame.
+
+    Downscaling a 1080p frame hides blur and noise; scoring native-resolution crops keeps them.
+    Frames smaller than the crop fall back to the resized centre crop. Returns ``(n, size, size, 3)``.
+    """
+    check_frame(rgb)
+    size = spec.size
+    h, w = rgb.shape[:2]
+    if n <= 1 or h < size or w < size:
+        return preprocess(rgb, spec)[None].repeat(max(n, 1), axis=0)
+    cols = int(np.ceil(np.sqrt(n * w / h)))
+    rows = int(np.ceil(n / cols))
+    ys = np.linspace(0, h - size, rows).round().astype(int)
+    xs = np.linspace(0, w - size, cols).round().astype(int)
+    corners = [(y, x) for y in ys for x in xs]
+    # Keep the n corners closest to the centre when the grid has more cells than asked.
+    cy, cx = (h - size) / 2, (w - size) / 2
+    corners.sort(key=lambda c: (c[0] - cy) ** 2 + (c[1] - cx) ** 2)
+    return np.stack([rgb[y:y + size, x:x + size] for y, x in corners[:n]])
+
+
+def normalize(batch_uint8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """``(N, H, W, 3)`` uint8 RGB -> ``(N, 3, H, W)`` float32 normalised (the graph does the same)."""
+    x = batch_uint8.astype(np.float32) / 255.0
+    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def check_frame(rgb: np.ndarray) -> None:
+    """Raise GrmpError unless ``rgb`` is an ``(H, W, 3)`` uint8 array."""
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        shape = getattr(rgb, "shape", None)
+        dtype = getattr(rgb, "dtype", type(rgb).__name__)
+        raise GrmpError(f"expected an (H, W, 3) uint8 RGB image, got shape {shape} dtype {dtype}")
