@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from grmp_edge import __version__
@@ -56,21 +55,16 @@ def _root(
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, mapping user errors to one line and exit status 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="grmp-edge")
+    except SystemExit as exc:  # typer's standalone mode ends every command this way
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except GrmpError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         return 2
-    except click.exceptions.Abort:
-        typer.echo("interrupted", err=True)
-        return 130
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
     return 0
 
 
