@@ -1,0 +1,292 @@
+"""Inference backends: one interface over ONNX Runtime and native TensorRT, and the choice between them.
+
+Every backend takes the preprocessed batch exactly as the exported graph does (``image``: uint8 RGB
+``(N, S, S, 3)``) and returns the ``score`` output as ``(N,)`` float32. :func:`open_backend` picks
+the backend and the bundle file:
+
+* ``backend="auto"``: native TensorRT when the bundle has a plan, ``tensorrt`` imports and a CUDA
+  GPU is visible; else ONNX Runtime with its TensorRT or CUDA provider when this onnxruntime build
+  has one; else ONNX Runtime on the CPU. A plan built for another GPU or TensorRT release is refused
+  with the rebuild command, and auto then goes on to ONNX Runtime (the warning is logged). Passing
+  ``providers`` goes straight to ONNX Runtime with those providers.
+* ``backend="tensorrt"`` / ``"onnxruntime"``: that backend or a one-line GrmpError saying why not.
+
+The choice and the reasons for it are logged (logger ``grmp_edge.runtime.backends``) and kept on
+``Backend.reason``. Which file each backend loads at each ``precision`` is
+:mod:`grmp_edge.runtime.bundle`'s table (``auto``: fp16 on GPUs, fp32 on CPUs).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from grmp_edge.errors import GrmpError, require
+from grmp_edge.runtime.bundle import PRECISIONS, LoadedBundle, auto_precisions
+from grmp_edge.spec import BundleFile
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime")
+INPUT_NAME = "image"
+OUTPUT_NAME = "score"
+
+TRT_EP = "TensorrtExecutionProvider"
+CUDA_EP = "CUDAExecutionProvider"
+CPU_EP = "CPUExecutionProvider"
+PROVIDER_ORDER = (TRT_EP, CUDA_EP, CPU_EP)
+BACKEND_OF_PROVIDER = {TRT_EP: "onnxruntime-tensorrt", CUDA_EP: "onnxruntime-cuda", CPU_EP: "onnxruntime-cpu"}
+
+
+class Backend(ABC):
+    """A loaded model that scores preprocessed batches.
+
+    ``name`` (``onnxruntime-cpu``, ``onnxruntime-cuda``, ``onnxruntime-tensorrt``, ``tensorrt``),
+    ``precision`` and ``file`` say what runs; ``max_batch`` is the largest batch accepted (None:
+    unbounded); ``reason`` says why :func:`open_backend` chose it.
+    """
+
+    name: str
+    precision: str
+    file: BundleFile
+    max_batch: int | None = None
+    reason: str = ""
+
+    @abstractmethod
+    def infer(self, batch_uint8_nhwc: np.ndarray) -> np.ndarray:
+        """Scores ``(N,)`` float32 of a uint8 ``(N, S, S, 3)`` RGB batch."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line: backend, precision, file and the settings that matter for speed."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the session / engine and its memory; safe to call twice."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def check_batch(batch: np.ndarray, size: int, max_batch: int | None = None) -> np.ndarray:
+    """The batch as a C-contiguous array, or a one-line GrmpError unless it is uint8 ``(N, size, size, 3)``
+    with ``1 <= N <= max_batch``."""
+    shape = getattr(batch, "shape", None)
+    dtype = getattr(batch, "dtype", type(batch).__name__)
+    if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.dtype != np.uint8 \
+            or batch.shape[1:] != (size, size, 3) or batch.shape[0] < 1:
+        raise GrmpError(
+            f"the model takes a uint8 RGB batch of shape (N, {size}, {size}, 3); got shape {shape} dtype {dtype}"
+        )
+    if max_batch is not None and batch.shape[0] > max_batch:
+        raise GrmpError(f"batch of {batch.shape[0]} exceeds this engine's maximum batch {max_batch}")
+    return np.ascontiguousarray(batch)
+
+
+def physical_cores() -> int:
+    """Physical CPU cores this process may use (SMT siblings counted once); ONNX Runtime's default
+    of one thread per logical core oversubscribes SMT machines."""
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return logical
+    cores = set()
+    physical = None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "physical id":
+            physical = value.strip()
+        elif key == "core id":
+            cores.add((physical, value.strip()))
+    # Arm kernels (Jetson) print no core ids; their cores have no SMT siblings.
+    return max(1, min(len(cores) or logical, logical))
+
+
+def _trt_cache_dir(file: BundleFile) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "grmp-edge" / "ort-tensorrt" / file.sha256[:16]
+
+
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime session over one bundle file, on the first of ``providers`` that initialises.
+
+    ``threads`` sets intra-op threads (default: physical cores); graph optimisation is at its
+    highest level. The TensorRT provider caches its engines under ``~/.cache/grmp-edge`` so that
+    only the first start on a device pays for the build.
+    """
+
+    def __init__(self, path: Path, file: BundleFile, size: int, providers: Sequence[str], threads: int | None = None):
+        ort = require("onnxruntime", "runtime")
+        self.file = file
+        self.precision = file.precision
+        self._size = size
+        self._threads = threads or physical_cores()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = self._threads
+        options.inter_op_num_threads = 1
+        provider_specs = []
+        for p in providers:
+            if p == TRT_EP:
+                cache = _trt_cache_dir(file)
+                cache.mkdir(parents=True, exist_ok=True)
+                provider_specs.append((p, {
+                    "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                    "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
+                }))
+            else:
+                provider_specs.append(p)
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=options, providers=provider_specs)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise GrmpError(f"ONNX Runtime cannot load {file.path}: {str(exc).splitlines()[0]}") from None
+        self._check_io()
+        self.providers = list(self._session.get_providers())
+        self.name = BACKEND_OF_PROVIDER.get(self.providers[0], f"onnxruntime-{self.providers[0]}")
+
+    def _check_io(self) -> None:
+        inputs = self._session.get_inputs()
+        outputs = [o.name for o in self._session.get_outputs()]
+        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].type != "tensor(uint8)" \
+                or OUTPUT_NAME not in outputs:
+            got = ", ".join(f"{i.name}: {i.type} {i.shape}" for i in inputs)
+            raise GrmpError(
+                f"{self.file.path} is not a grmp-edge graph: expected input {INPUT_NAME} uint8 NHWC and output "
+                f"{OUTPUT_NAME}, got inputs [{got}] and outputs {outputs}"
+            )
+        dims = inputs[0].shape[1:]
+        if all(isinstance(d, int) for d in dims) and tuple(dims) != (self._size, self._size, 3):
+            raise GrmpError(
+                f"{self.file.path} takes {tuple(dims)} crops but the bundle's preprocessing makes "
+                f"({self._size}, {self._size}, 3); the manifest and the graph disagree, re-export the bundle"
+            )
+
+    def infer(self, batch_uint8_nhwc: np.ndarray) -> np.ndarray:
+        batch = check_batch(batch_uint8_nhwc, self._size, self.max_batch)
+        score = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        return np.asarray(score, dtype=np.float32).reshape(len(batch))
+
+    def describe(self) -> str:
+        return (f"{self.name} {self.precision} {self.file.path} "
+                f"({self._threads} threads, providers {', '.join(self.providers)})")
+
+    def close(self) -> None:
+        self._session = None
+
+
+def _validate(backend: str, precision: str) -> None:
+    if backend not in BACKENDS:
+        raise GrmpError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if precision != "auto" and precision not in PRECISIONS:
+        raise GrmpError(f"unknown precision {precision!r}; expected auto or one of {', '.join(PRECISIONS)}")
+
+
+def _ort_providers(providers: Sequence[str] | None) -> list[str]:
+    """The providers to ask for: the given ones (checked), else every available one of TensorRT >
+    CUDA > CPU."""
+    available = require("onnxruntime", "runtime").get_available_providers()
+    if providers:
+        unknown = [p for p in providers if p not in available]
+        if unknown:
+            raise GrmpError(f"ONNX Runtime provider(s) {', '.join(unknown)} not available here; "
+                            f"this onnxruntime has {', '.join(available)}")
+        return list(providers)
+    return [p for p in PROVIDER_ORDER if p in available]
+
+
+def open_onnxruntime(
+    bundle: LoadedBundle,
+    precision: str = "auto",
+    providers: Sequence[str] | None = None,
+    threads: int | None = None,
+) -> OnnxRuntimeBackend:
+    """An ONNX Runtime backend on ``providers`` (default: TensorRT > CUDA > CPU, those available),
+    loading the bundle file meant for the first of them."""
+    chosen = _ort_providers(providers)
+    target = BACKEND_OF_PROVIDER.get(chosen[0], "onnxruntime-cpu")
+    file = bundle.file_for(target, precision)
+    backend = OnnxRuntimeBackend(bundle.path_of(file), file, bundle.preprocess.size, chosen, threads)
+    if backend.name != target:
+        log.warning("%s did not initialise; %s runs on %s", chosen[0], file.path, backend.providers[0])
+    return backend
+
+
+def _has_plan(bundle: LoadedBundle, precision: str) -> bool:
+    wanted = auto_precisions("tensorrt") if precision == "auto" else (precision,)
+    return any(bundle.candidates("tensorrt", p) for p in wanted)
+
+
+def _open_auto(bundle: LoadedBundle, precision: str, threads: int | None) -> Backend:
+    from grmp_edge.runtime import tensorrt_backend
+
+    skipped = []
+    if not _has_plan(bundle, precision):
+        skipped.append("the bundle has no TensorRT plan" + ("" if precision == "auto" else f" at {precision} precision"))
+    else:
+        missing = tensorrt_backend.tensorrt_unavailable()
+        if missing:
+            skipped.append(f"the bundle has a TensorRT plan but {missing}")
+        else:
+            try:
+                backend = tensorrt_backend.open_tensorrt(bundle, precision)
+            except GrmpError as exc:
+                log.warning("TensorRT plan refused: %s", exc)
+                skipped.append(f"TensorRT refused the plan ({exc})")
+            else:
+                backend.reason = "auto: tensorrt, the bundle's plan matches this GPU and TensorRT"
+                return backend
+    available = require("onnxruntime", "runtime").get_available_providers()
+    gpu = [p for p in (TRT_EP, CUDA_EP) if p in available]
+    if not gpu:
+        skipped.append(f"onnxruntime has no CUDA or TensorRT provider (it has {', '.join(available)})")
+    else:
+        try:
+            backend = open_onnxruntime(bundle, precision, gpu + [CPU_EP], threads)
+        except GrmpError as exc:
+            skipped.append(f"ONNX Runtime on {gpu[0]} failed ({exc})")
+        else:
+            if backend.name != "onnxruntime-cpu":
+                backend.reason = f"auto: {backend.name}, " + "; ".join(skipped)
+                return backend
+            backend.close()
+            skipped.append(f"{gpu[0]} did not initialise")
+    backend = open_onnxruntime(bundle, precision, [CPU_EP], threads)
+    backend.reason = "auto: onnxruntime-cpu, " + "; ".join(skipped)
+    return backend
+
+
+def open_backend(
+    bundle: LoadedBundle,
+    backend: str = "auto",
+    precision: str = "auto",
+    providers: Sequence[str] | None = None,
+    threads: int | None = None,
+) -> Backend:
+    """Open the backend that scores this bundle on this device (see the module doc for ``auto``).
+
+    ``precision``: ``auto``, ``fp32``, ``fp16`` or ``int8`` (picks the bundle file);
+    ``providers``: ONNX Runtime provider names, in order; ``threads``: CPU intra-op threads
+    (default: physical cores). The choice is logged and kept on ``Backend.reason``.
+    """
+    _validate(backend, precision)
+    if backend == "tensorrt":
+        from grmp_edge.runtime.tensorrt_backend import open_tensorrt
+
+        chosen: Backend = open_tensorrt(bundle, precision)
+        chosen.reason = "asked for tensorrt"
+    elif backend == "onnxruntime" or providers:
+        chosen = open_onnxruntime(bundle, precision, providers, threads)
+        chosen.reason = f"asked for {'onnxruntime' if backend == 'onnxruntime' else 'providers ' + ', '.join(providers)}"
+    else:
+        chosen = _open_auto(bundle, precision, threads)
+    log.info("backend %s (%s)", chosen.describe(), chosen.reason)
+    return chosen

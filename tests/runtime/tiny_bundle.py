@@ -1,0 +1,90 @@
+"""A small real bundle for runtime tests, built without the export package.
+
+The graph honours the bundle contract (input ``image`` uint8 ``(N, S, S, 3)``, output ``score``
+float32 ``(N,)``): Cast -> scale by 1/255 -> ReduceMean over H, W, C -> Sigmoid, so its scores are
+known in closed form (:func:`reference_scores`). Each ONNX file gets its own doc string so that the
+files differ and their hashes tell them apart.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from grmp_edge.artifacts import sha256_file
+from grmp_edge.spec import BundleFile, BundleManifest, ModelSpec, PreprocessSpec
+
+SIZE = 8
+
+# (path, precision, format, targets) as the exporter writes them
+STANDARD_FILES = (
+    ("model_fp32.onnx", "fp32", "onnx", ["onnxruntime", "tensorrt"]),
+    ("model_fp16.onnx", "fp16", "onnx", ["onnxruntime-gpu", "tensorrt"]),
+    ("model_int8_qdq.onnx", "int8", "onnx", ["tensorrt", "onnxruntime-gpu"]),
+    ("model_int8_cpu.onnx", "int8", "onnx", ["onnxruntime-cpu"]),
+    ("model_fp16.plan", "fp16", "plan", ["tensorrt"]),
+)
+
+ORIN_SIDECAR = {
+    "tensorrt_version": "10.3.0",
+    "gpu_name": "Orin",
+    "compute_capability": "8.7",
+    "jetpack": "6.1",
+    "precision": "fp16",
+    "batch": {"min": 1, "opt": 1, "max": 8},
+}
+
+
+def tiny_onnx(size: int = SIZE, doc: str = "") -> bytes:
+    """The serialised tiny quality graph."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    image = helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", size, size, 3])
+    score = helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])
+    scale = helper.make_tensor("scale", TensorProto.FLOAT, [], [1.0 / 255.0])
+    nodes = [
+        helper.make_node("Cast", ["image"], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["x", "scale"], ["xs"]),
+        helper.make_node("ReduceMean", ["xs"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Sigmoid", ["mean"], ["score"]),
+    ]
+    graph = helper.make_graph(nodes, "tiny_quality", [image], [score], initializer=[scale])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], doc_string=doc)
+    model.ir_version = 8  # readable by the older ONNX Runtime and TensorRT parsers of JetPack
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString()
+
+
+def reference_scores(batch: np.ndarray) -> np.ndarray:
+    """What the tiny graph computes, in numpy."""
+    mean = (batch.astype(np.float64) / 255.0).mean(axis=(1, 2, 3))
+    return (1.0 / (1.0 + np.exp(-mean))).astype(np.float32)
+
+
+def make_bundle(folder: Path, files=STANDARD_FILES, size: int = SIZE, sidecar: dict | None = None,
+                plan_bytes: bytes = b"not a real TensorRT engine") -> Path:
+    """Write a bundle into ``folder``: the ONNX files, plans (``plan_bytes``) with their sidecars
+    (``sidecar`` or :data:`ORIN_SIDECAR`, plus the fp16 ONNX's sha256), and ``manifest.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for path, precision, fmt, targets in files:
+        info = {}
+        if fmt == "onnx":
+            (folder / path).write_bytes(tiny_onnx(size, doc=path))
+        else:
+            (folder / path).write_bytes(plan_bytes)
+            info = {"sidecar": f"{path}.json"}
+        entries.append(BundleFile(path=path, sha256=sha256_file(folder / path), precision=precision,
+                                  format=fmt, targets=list(targets), info=info))
+    for entry in entries:
+        if entry.format == "plan":
+            data = dict(sidecar or ORIN_SIDECAR)
+            source = folder / f"model_{entry.precision}.onnx"
+            if source.exists():
+                data.setdefault("onnx_sha256", sha256_file(source))
+            (folder / entry.info["sidecar"]).write_text(json.dumps(data))
+    spec = ModelSpec(backbone="tiny", pretrained=None, preprocess=PreprocessSpec(size=size, resize=size))
+    BundleManifest(model=spec, files=entries, versions={"grmp_edge": "test"}).save(folder / "manifest.json")
+    return folder
