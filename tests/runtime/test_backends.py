@@ -1,7 +1,6 @@
 """ONNX Runtime backend, input checks and the auto choice between backends."""
 from __future__ import annotations
 
-import importlib.util
 import logging
 import subprocess
 import sys
@@ -17,15 +16,7 @@ from grmp_edge.runtime.backends import check_batch, open_backend, physical_cores
 from grmp_edge.runtime.bundle import load_bundle
 
 
-def _load_tiny_bundle():
-    """``tiny_bundle.py`` beside this file (under --import-mode=importlib tests cannot import siblings)."""
-    spec = importlib.util.spec_from_file_location("tiny_bundle", Path(__file__).with_name("tiny_bundle.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_tiny = _load_tiny_bundle()
+import tiny_bundle as _tiny
 SIZE = _tiny.SIZE
 make_bundle = _tiny.make_bundle
 reference_scores = _tiny.reference_scores

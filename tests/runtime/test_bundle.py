@@ -1,7 +1,6 @@
 """Bundle loading, hash verification and the file-per-backend selection rules."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -14,15 +13,7 @@ from grmp_edge.runtime.bundle import load_bundle
 from grmp_edge.spec import BundleFile, BundleManifest
 
 
-def _load_tiny_bundle():
-    """``tiny_bundle.py`` beside this file (under --import-mode=importlib tests cannot import siblings)."""
-    spec = importlib.util.spec_from_file_location("tiny_bundle", Path(__file__).with_name("tiny_bundle.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_tiny = _load_tiny_bundle()
+import tiny_bundle as _tiny
 STANDARD_FILES = _tiny.STANDARD_FILES
 make_bundle = _tiny.make_bundle
 

@@ -9,7 +9,6 @@ present, the real CUDA memory layer and a real engine built from the tiny graph 
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
 import types
 from contextlib import contextmanager
@@ -31,15 +30,7 @@ from grmp_edge.runtime.tensorrt_backend import (
 )
 
 
-def _load_tiny_bundle():
-    """``tiny_bundle.py`` beside this file (under --import-mode=importlib tests cannot import siblings)."""
-    spec = importlib.util.spec_from_file_location("tiny_bundle", Path(__file__).with_name("tiny_bundle.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_tiny = _load_tiny_bundle()
+import tiny_bundle as _tiny
 ORIN_SIDECAR = _tiny.ORIN_SIDECAR
 SIZE = _tiny.SIZE
 make_bundle = _tiny.make_bundle
