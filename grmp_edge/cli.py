@@ -18,6 +18,7 @@ from grmp_edge.errors import GrmpError
 from grmp_edge.export.command import export
 from grmp_edge.quickstart import quickstart
 from grmp_edge.report.command import bench
+from grmp_edge.runs import record_invocation
 from grmp_edge.runtime.command import run
 from grmp_edge.train.command import evaluate, train
 
@@ -54,6 +55,8 @@ def _root(
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, mapping user errors to one line and exit status 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    record_invocation(argv)
     try:
         app(args=argv, prog_name="grmp-edge")
     except SystemExit as exc:  # typer's standalone mode ends every command this way

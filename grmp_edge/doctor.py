@@ -15,7 +15,7 @@ from rich.table import Table
 from grmp_edge.errors import EXTRA_FOR_MODULE
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith(("model name", "hardware")):
@@ -99,7 +99,7 @@ def doctor() -> None:
     console.print("[bold]grmp-edge doctor[/bold]")
     console.print(f"Python   {sys.version.split()[0]} ({sys.executable})")
     console.print(f"OS       {platform.system()} {platform.release()} / {platform.machine()}")
-    console.print(f"CPU      {_cpu_name()} ({os.cpu_count()} logical cores)")
+    console.print(f"CPU      {cpu_name()} ({os.cpu_count()} logical cores)")
     jetson = jetson_info()
     console.print(f"Jetson   {jetson or 'no'}")
     table = Table(show_header=True, header_style="bold")

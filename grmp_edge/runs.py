@@ -64,3 +64,18 @@ def latest_run(kind: str, must_contain: str | None = None) -> Path:
 def slug(text: str) -> str:
     """A folder-safe name."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run"
+
+
+_ARGV: list[str] = []
+
+
+def record_invocation(argv: list[str]) -> None:
+    """Remember the arguments of this ``grmp-edge`` invocation (called once by the CLI entry point)."""
+    _ARGV[:] = list(argv)
+
+
+def command_line() -> str:
+    """The exact ``grmp-edge ...`` command being run, for result files that say how they were made."""
+    import shlex
+
+    return " ".join(["grmp-edge", *(shlex.quote(a) for a in _ARGV)])

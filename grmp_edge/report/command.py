@@ -1,9 +1,55 @@
-"""``grmp-edge bench``."""
+"""``grmp-edge bench``: accuracy-vs-latency report across backends and precisions."""
 from __future__ import annotations
 
-from grmp_edge.errors import GrmpError
+from pathlib import Path
+from typing import Optional
+
+import typer
 
 
-def bench() -> None:
-    """Accuracy-vs-latency report across backends and precisions (not built yet)."""
-    raise GrmpError("`grmp-edge bench` is not built yet")
+def bench(
+    data: Path = typer.Option(..., "--data", help="Manifest CSV with labels to score (accuracy and agreement)."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle folder [default: latest runs/export/*]."),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", help="Checkpoint for the PyTorch reference [default: the bundle's source checkpoint]."),
+    batch: str = typer.Option("1,8", "--batch", help="Batch sizes: latency at the first, throughput at the last."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed iterations before timing."),
+    iters: int = typer.Option(50, "--iters", help="Timed iterations per measurement."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads [default: all cores]."),
+    max_images: int = typer.Option(256, "--max-images", help="Score at most this many manifest images."),
+    name: Optional[str] = typer.Option(None, "--name", help="Folder name under runs/bench/ [default: exp, exp2, ...]."),
+) -> None:
+    """Score and time every variant this machine can run; write report.json/.md/.csv and the plot."""
+    from rich.console import Console
+
+    from grmp_edge.errors import GrmpError
+    from grmp_edge.report.bench import run_bench
+    from grmp_edge.report.plots import accuracy_vs_latency
+    from grmp_edge.report.tables import print_table, write_tables
+    from grmp_edge.runs import command_line, new_run_dir
+    from grmp_edge.runtime.bundle import load_bundle
+
+    try:
+        batches = tuple(int(b) for b in batch.split(","))
+    except ValueError:
+        raise GrmpError(f"--batch takes comma-separated integers, got {batch!r}") from None
+    loaded = load_bundle(bundle)
+    checkpoint = checkpoint or source_checkpoint(loaded)
+    out_dir = new_run_dir("bench", name)
+    console = Console(stderr=True)
+    report = run_bench(loaded, data, checkpoint, out_dir, batches=(batches[0], batches[-1]), warmup=warmup,
+                       iters=iters, threads=threads, max_images=max_images,
+                       command=command_line(),
+                       progress=lambda n: console.print(f"[cyan]measuring[/cyan] {n}"))
+    write_tables(report, out_dir)
+    accuracy_vs_latency(report, out_dir / "accuracy_vs_latency.png")
+    print_table(report)
+    console.print(f"report: {out_dir}/report.md, report.json, report.csv, accuracy_vs_latency.png")
+
+
+def source_checkpoint(bundle) -> Optional[Path]:
+    """The checkpoint the bundle was exported from, when it is still on this machine."""
+    recorded = bundle.manifest.calibration.get("checkpoint") or bundle.manifest.versions.get("checkpoint")
+    if recorded and (Path(recorded) / "spec.json").exists():
+        return Path(recorded)
+    return None

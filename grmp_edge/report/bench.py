@@ -1,0 +1,199 @@
+"""``grmp-edge bench``: every variant this machine can run, on the same images, side by side.
+
+Variants: the PyTorch reference from the checkpoint (when torch is installed), each ONNX file of the
+bundle on each ONNX Runtime execution provider present, and each TensorRT plan (when tensorrt is).
+Each runs in its own process (:mod:`grmp_edge.report.measure`), so its peak memory is its own and a
+broken variant becomes a failed row instead of ending the report.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grmp_edge import metrics
+from grmp_edge.artifacts import atomic_write_json
+from grmp_edge.data.images import read_rgb
+from grmp_edge.data.manifest import load_manifest
+from grmp_edge.errors import GrmpError
+from grmp_edge.report.machine import machine_context, matmul_peak_gflops
+from grmp_edge.runtime.backends import BACKEND_OF_PROVIDER
+from grmp_edge.runtime.preprocess import preprocess
+from grmp_edge.spec import PreprocessSpec
+
+
+
+@dataclass
+class Variant:
+    """One row of the report: a file (or checkpoint) run by one backend."""
+
+    name: str
+    kind: str  # pytorch | onnxruntime | tensorrt
+    path: str
+    precision: str
+    backend: str
+    format: str
+    provider: str | None = None
+    size_mb: float | None = None
+    status: str = "pending"
+    reason: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+def _size_mb(path: Path) -> float:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+    return path.stat().st_size / 2**20
+
+
+def discover_variants(bundle, checkpoint: Path | None) -> list[Variant]:
+    """The variants to try on this machine; ones that cannot run here get a skipped row with the reason."""
+    variants: list[Variant] = []
+    torch_ok = importlib.util.find_spec("torch") is not None
+    if checkpoint is not None:
+        v = Variant("pytorch fp32", "pytorch", str(checkpoint), "fp32", "pytorch-eager", "checkpoint",
+                    size_mb=_size_mb(checkpoint))
+        if not torch_ok:
+            v.status, v.reason = "skipped", "torch is not installed (pip install 'grmp-edge[train]')"
+        variants.append(v)
+    try:
+        import onnxruntime as ort
+
+        available = [p for p in BACKEND_OF_PROVIDER if p in ort.get_available_providers()]
+    except ImportError:
+        available = []
+    trt_ok = importlib.util.find_spec("tensorrt") is not None
+    for f in bundle.manifest.files:
+        size = _size_mb(bundle.path_of(f))
+        if f.format == "onnx":
+            if not available:
+                variants.append(Variant(f"onnxruntime {f.precision} ({f.path})", "onnxruntime", f.path, f.precision,
+                                        "onnxruntime", "onnx", size_mb=size, status="skipped",
+                                        reason="onnxruntime is not installed"))
+            for provider in available:
+                label = BACKEND_OF_PROVIDER[provider]
+                variants.append(Variant(f"{label} {f.precision} ({Path(f.path).stem})", "onnxruntime", f.path,
+                                        f.precision, label, "onnx", provider=provider, size_mb=size))
+        elif f.format == "plan":
+            v = Variant(f"tensorrt {f.precision}", "tensorrt", f.path, f.precision, "tensorrt", "plan", size_mb=size)
+            if not trt_ok:
+                v.status, v.reason = "skipped", "tensorrt is not installed on this machine"
+            variants.append(v)
+    return variants
+
+
+def prepare_inputs(records, spec: PreprocessSpec, out: Path, max_images: int, frames: int = 8) -> np.ndarray:
+    """Decode and preprocess the manifest's images once, for every variant; return the labels."""
+    records = records[:max_images]
+    crops = np.stack([preprocess(read_rgb(r.image), spec) for r in records])
+    arrays = {"crops": crops}
+    for i, r in enumerate(records[:frames]):
+        arrays[f"frame_{i}"] = read_rgb(r.image)
+    np.savez(out, **arrays)
+    return np.array([r.score for r in records], dtype=np.float64)
+
+
+def _run_variant(v: Variant, common: dict, workdir: Path, timeout: float) -> None:
+    spec_path = workdir / f"variant_{_slug(v.name)}.json"
+    out_path = spec_path.with_suffix(".result.json")
+    spec_path.write_text(json.dumps({**common, **asdict(v), "result": None}))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "grmp_edge.report.measure", str(spec_path), str(out_path)],
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        v.status, v.reason = "failed", f"timed out after {timeout:.0f} s"
+        return
+    if not out_path.exists():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        v.status, v.reason = "failed", f"crashed (exit {proc.returncode}): {tail[0][:200]}"
+        return
+    result = json.loads(out_path.read_text())
+    v.status = result.pop("status")
+    v.reason = result.pop("reason", "")
+    result.pop("traceback", None)
+    v.result = result
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text)[:60]
+
+
+def _safe(fn, *args) -> float | None:
+    try:
+        return float(fn(*args))
+    except metrics.MetricError:
+        return None
+
+
+def score_rows(variants: list[Variant], labels: np.ndarray, cost: dict, peak: float) -> None:
+    """Fill accuracy (vs labels and vs the FP32 reference) and efficiency for every finished variant."""
+    ok = [v for v in variants if v.status == "ok"]
+    reference = next((v for v in ok if v.kind == "pytorch"), None) or \
+        next((v for v in ok if v.precision == "fp32"), None)
+    ref_scores = np.asarray(reference.result["scores"]) if reference else None
+    for v in ok:
+        s = np.asarray(v.result.pop("scores"))
+        v.result["scores_head"] = s[:8].round(6).tolist()
+        v.result["accuracy"] = {"srcc": _safe(metrics.srcc, s, labels), "plcc": _safe(metrics.plcc, s, labels),
+                                "plcc_logistic": _safe(metrics.plcc_logistic, s, labels)}
+        if ref_scores is not None:
+            delta = np.abs(s - ref_scores)
+            v.result["agreement"] = {"reference": reference.name, "srcc": _safe(metrics.srcc, s, ref_scores),
+                                     "max_abs": float(delta.max()), "p99_abs": float(np.percentile(delta, 99))}
+        p50 = v.result["latency_ms"]["infer"]["p50"]
+        gflops = cost.get("gflops_per_image")
+        if gflops:
+            achieved = gflops / (p50 / 1e3)
+            v.result["efficiency"] = {"gflops_per_s": achieved, "fraction_of_peak": achieved / peak}
+        ref_p50 = reference.result["latency_ms"]["infer"]["p50"] if reference else None
+        v.result["speedup_vs_reference"] = ref_p50 / p50 if ref_p50 else None
+
+
+def run_bench(bundle, data: Path, checkpoint: Path | None, out_dir: Path, batches: tuple[int, int] = (1, 8),
+              warmup: int = 10, iters: int = 50, threads: int | None = None, max_images: int = 256,
+              timeout: float = 900.0, command: str = "", progress=None) -> dict[str, Any]:
+    """Run every variant, score and time it, and return the report (also written as report.json)."""
+    from grmp_edge.report.flops import graph_cost
+
+    threads = threads or os.cpu_count() or 1
+    records = load_manifest(data, check_images=False)
+    if len(records) < 3:
+        raise GrmpError(f"{data} has {len(records)} images; the report needs at least 3 for correlations")
+    spec = bundle.manifest.preprocess
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir / "work"
+    work.mkdir(exist_ok=True)
+    labels = prepare_inputs(records, spec, work / "inputs.npz", max_images)
+    fp32 = next((f for f in bundle.manifest.files if f.format == "onnx" and f.precision == "fp32"), None)
+    cost = graph_cost(bundle.verify(fp32)) if fp32 else {}
+    peak = matmul_peak_gflops()
+    common = {"bundle": str(bundle.folder), "inputs": str(work / "inputs.npz"), "spec": spec.to_dict(), "threads": threads,
+              "warmup": warmup, "iters": iters, "large_batch": batches[-1]}
+    variants = discover_variants(bundle, checkpoint)
+    for v in variants:
+        if v.status == "pending":
+            if progress:
+                progress(v.name)
+            _run_variant(v, common, work, timeout)
+    score_rows(variants, labels, cost, peak["peak"])
+    report = {
+        "command": command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "bundle": str(bundle.folder),
+        "data": str(data),
+        "images": int(len(labels)),
+        "settings": {"batches": list(batches), "warmup": warmup, "iters": iters, "threads": threads},
+        "machine": {**machine_context(threads), "gemm_peak_gflops": peak},
+        "model_cost": cost,
+        "variants": [asdict(v) for v in variants],
+    }
+    atomic_write_json(out_dir / "report.json", report)
+    return report

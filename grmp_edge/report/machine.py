@@ -1,0 +1,96 @@
+"""The machine a benchmark ran on: CPU, GPU, library versions, Jetson power mode, measured GEMM peak."""
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import subprocess
+import time
+
+import numpy as np
+
+from grmp_edge.doctor import cpu_name, jetson_info
+
+
+def _version(module: str) -> str | None:
+    try:
+        return str(importlib.import_module(module).__version__)
+    except Exception:
+        return None
+
+
+def _run(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def gpu_info() -> dict[str, str] | None:
+    """GPU name and driver from nvidia-smi (None without an NVIDIA GPU)."""
+    out = _run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])
+    if not out:
+        return None
+    name, _, driver = out.splitlines()[0].partition(",")
+    return {"name": name.strip(), "driver": driver.strip()}
+
+
+def jetson_power() -> dict[str, str | None] | None:
+    """Jetson power mode (nvpmodel) and whether jetson_clocks locked the clocks; None elsewhere."""
+    if jetson_info() is None:
+        return None
+    mode = _run(["nvpmodel", "-q"])
+    clocks = _run(["jetson_clocks", "--show"])
+    locked = None
+    if clocks is not None:
+        # jetson_clocks pins MinFreq to MaxFreq on every CPU when it is active.
+        lines = [l for l in clocks.splitlines() if "MinFreq" in l and "MaxFreq" in l]
+        locked = str(bool(lines) and all(l.split("MinFreq=")[1].split()[0] == l.split("MaxFreq=")[1].split()[0]
+                                         for l in lines))
+    return {"power_mode": mode.splitlines()[0] if mode else None, "clocks_locked": locked}
+
+
+def matmul_peak_gflops(n: int = 1024, repeats: int = 5) -> dict[str, float | str]:
+    """Best FP32 GEMM throughput this process reaches (numpy, and torch when installed), in GFLOP/s."""
+    results: dict[str, float | str] = {}
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    results["numpy"] = 2 * n ** 3 / best / 1e9
+    try:
+        import torch
+
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        torch.mm(ta, tb)
+        best = min(_timed(lambda: torch.mm(ta, tb)) for _ in range(repeats))
+        results["torch"] = 2 * n ** 3 / best / 1e9
+    except ImportError:
+        pass
+    results["peak"] = max(v for v in results.values() if isinstance(v, float))
+    results["matrix"] = f"{n}x{n}x{n} fp32"
+    return results
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def machine_context(threads: int) -> dict:
+    """Everything a reader needs to compare benchmark numbers across machines."""
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "os": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "python": platform.python_version(),
+        "gpu": gpu_info(),
+        "jetson": jetson_info(),
+        "jetson_power": jetson_power(),
+        "versions": {m: _version(m) for m in ("numpy", "onnxruntime", "torch", "tensorrt", "open_clip", "cv2")},
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+    }

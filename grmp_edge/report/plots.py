@@ -1,0 +1,91 @@
+"""Plots: accuracy against latency with its Pareto front, and a run's score timeline."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from grmp_edge.artifacts import atomic_write
+from grmp_edge.errors import GrmpError, require
+
+
+def _pyplot():
+    matplotlib = require("matplotlib", "report")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both latency (lower) and accuracy (higher)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def accuracy_vs_latency(report: dict, out: Path) -> list[dict]:
+    """SRCC against p50 latency, one labelled point per variant, Pareto front drawn. Returns the points."""
+    from grmp_edge.report.tables import rows
+
+    pts = [r for r in rows(report) if r["status"] == "ok" and r["srcc"] is not None and r["p50_ms"]]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    xy = [(r["p50_ms"], r["srcc"]) for r in pts]
+    if xy:
+        ax.scatter([p[0] for p in xy], [p[1] for p in xy], s=40, zorder=3)
+        for r, (x, y) in zip(pts, xy):
+            ax.annotate(r["variant"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        front = [xy[i] for i in pareto_front(xy)]
+        ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="tab:red", label="Pareto front", zorder=2)
+        ax.legend(loc="lower right")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency p50 at batch 1 (ms, log scale)")
+    ax.set_ylabel("SRCC vs labels")
+    ax.set_title(f"accuracy vs latency ({report['machine']['cpu']}, {report['machine']['threads']} threads)",
+                 fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
+    plt.close(fig)
+    return [{"variant": r["variant"], "p50_ms": r["p50_ms"], "srcc": r["srcc"]} for r in pts]
+
+
+def score_timeline(jsonl: Path, out: Path) -> dict:
+    """Score, smoothed score and degraded/recovered events over time from a run's JSON lines; returns a summary."""
+    records = []
+    try:
+        for line in jsonl.read_text().splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                rec = json.loads(line)
+                if "score" in rec:
+                    records.append(rec)
+    except FileNotFoundError:
+        raise GrmpError(f"run log not found: {jsonl}") from None
+    except json.JSONDecodeError as exc:
+        raise GrmpError(f"{jsonl} is not JSON lines: {exc}") from None
+    if not records:
+        raise GrmpError(f"{jsonl} holds no scored frames")
+    t0 = records[0]["ts"]
+    t = [r["ts"] - t0 for r in records]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4), dpi=120)
+    ax.plot(t, [r["score"] for r in records], lw=0.8, alpha=0.6, label="score")
+    ax.plot(t, [r["smoothed"] for r in records], lw=1.8, label="smoothed")
+    for r, x in zip(records, t):
+        if r.get("event"):
+            color = "tab:red" if r["event"] == "degraded" else "tab:green"
+            ax.axvline(x, color=color, ls=":", lw=1)
+            ax.annotate(r["event"], (x, 0.02), rotation=90, fontsize=7, color=color)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("quality (higher = better)")
+    ax.legend(loc="upper right")
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
+    plt.close(fig)
+    scores = [r["score"] for r in records]
+    return {"frames": len(records), "duration_s": t[-1], "mean_score": sum(scores) / len(scores),
+            "min_score": min(scores), "events": sum(1 for r in records if r.get("event"))}

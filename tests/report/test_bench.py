@@ -1,0 +1,121 @@
+"""`grmp-edge bench`: the four report files, their schema, failed rows, and the plot's points."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from tiny_bundle import make_bundle, reference_scores
+
+from grmp_edge.artifacts import sha256_file
+from grmp_edge.cli import main
+from grmp_edge.data.manifest import Record, write_manifest
+from grmp_edge.report.plots import pareto_front, score_timeline
+from grmp_edge.spec import BundleManifest
+
+
+@pytest.fixture
+def labelled(tmp_path):
+    """Twelve photos-to-be whose label is their brightness (what the tiny graph scores)."""
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(12):
+        img = np.clip(rng.normal(20 * i + 10, 5, size=(24, 32, 3)), 0, 255).astype(np.uint8)
+        path = tmp_path / "img" / f"{i:02d}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(img).save(path)
+        records.append(Record(image=path, score=float(i)))
+    return write_manifest(tmp_path / "labels.csv", records)
+
+
+def _run(args, capsys):
+    code = main(args)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out
+
+
+def test_bench_writes_report_table_and_plot(tmp_path, tmp_runs, labelled, capsys):
+    bundle = make_bundle(tmp_path / "bundle")
+    _run(["bench", "--bundle", str(bundle), "--data", str(labelled), "--iters", "5", "--warmup", "1",
+          "--batch", "1,4", "--name", "t"], capsys)
+    out = tmp_runs / "bench" / "t"
+    for name in ("report.json", "report.md", "report.csv", "accuracy_vs_latency.png"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["command"].startswith("grmp-edge bench")
+    assert report["machine"]["threads"] >= 1 and report["machine"]["gemm_peak_gflops"]["peak"] > 0
+    rows = {v["name"]: v for v in report["variants"]}
+    ort = [v for v in rows.values() if v["backend"] == "onnxruntime-cpu"]
+    assert len(ort) == 4 and all(v["status"] == "ok" for v in ort)
+    for v in ort:
+        r = v["result"]
+        # The tiny graph's score is monotone in brightness, and brightness is the label.
+        assert r["accuracy"]["srcc"] == pytest.approx(1.0)
+        assert r["agreement"]["max_abs"] < 1e-6
+        lat = r["latency_ms"]["infer"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] and lat["n"] == 5
+        assert r["throughput"]["batch"] == 4 and r["throughput"]["images_per_s"] > 0
+        assert r["peak_rss_mb"] > 10
+    plan = next(v for v in rows.values() if v["format"] == "plan")
+    assert plan["status"] == "skipped" and "tensorrt" in plan["reason"]
+    with open(out / "report.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(report["variants"])
+    assert "| variant |" in (out / "report.md").read_text()
+    with Image.open(out / "accuracy_vs_latency.png") as im:
+        im.verify()
+        assert im.format == "PNG"
+
+
+def test_scores_match_the_graph(tmp_path, tmp_runs, labelled, capsys):
+    from grmp_edge.data.manifest import load_manifest
+    from grmp_edge.data.images import read_rgb
+    from grmp_edge.runtime.preprocess import preprocess
+
+    bundle = make_bundle(tmp_path / "bundle")
+    _run(["bench", "--bundle", str(bundle), "--data", str(labelled), "--iters", "3", "--warmup", "1",
+          "--name", "s"], capsys)
+    report = json.loads((tmp_runs / "bench" / "s" / "report.json").read_text())
+    manifest = BundleManifest.load(bundle / "manifest.json")
+    crops = np.stack([preprocess(read_rgb(r.image), manifest.preprocess) for r in load_manifest(labelled)])
+    expected = reference_scores(crops[:8])
+    row = next(v for v in report["variants"] if v["status"] == "ok")
+    np.testing.assert_allclose(row["result"]["scores_head"], expected, atol=1e-5)
+
+
+def test_broken_variant_is_a_failed_row_not_a_crash(tmp_path, tmp_runs, labelled, capsys):
+    bundle = make_bundle(tmp_path / "bundle")
+    broken = bundle / "model_fp16.onnx"
+    broken.write_bytes(b"this is not an onnx graph")
+    manifest = BundleManifest.load(bundle / "manifest.json")
+    for f in manifest.files:
+        if f.path == broken.name:
+            f.sha256 = sha256_file(broken)  # intact hash, broken content: the load itself must fail
+    manifest.save(bundle / "manifest.json")
+    _run(["bench", "--bundle", str(bundle), "--data", str(labelled), "--iters", "3", "--warmup", "1",
+          "--name", "b"], capsys)
+    report = json.loads((tmp_runs / "bench" / "b" / "report.json").read_text())
+    statuses = {v["path"]: v for v in report["variants"]}
+    assert statuses["model_fp16.onnx"]["status"] == "failed"
+    assert "cannot load" in statuses["model_fp16.onnx"]["reason"]
+    assert statuses["model_fp32.onnx"]["status"] == "ok"
+
+
+def test_pareto_front():
+    pts = [(10.0, 0.9), (5.0, 0.8), (20.0, 0.85), (2.0, 0.5), (5.0, 0.7)]
+    assert pareto_front(pts) == [3, 1, 0]
+
+
+def test_score_timeline_plot(tmp_path):
+    lines = [json.dumps({"frame": i, "ts": 100 + i / 10, "score": s, "smoothed": s,
+                         "event": "degraded" if i == 5 else None}) for i, s in enumerate(np.linspace(0.9, 0.2, 10))]
+    log = tmp_path / "frames.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    summary = score_timeline(log, tmp_path / "score_timeline.png")
+    assert summary["frames"] == 10 and summary["events"] == 1
+    assert summary["duration_s"] == pytest.approx(0.9)
+    with Image.open(tmp_path / "score_timeline.png") as im:
+        assert im.format == "PNG"
