@@ -84,13 +84,19 @@ def fit_logistic(pred, target, params: int = 4) -> Callable[[np.ndarray], np.nda
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             coef, _ = optimize.curve_fit(fn, p, t, p0=p0, maxfev=20000)
-        mapped = fn(p, *coef)
+        mapped = _quiet(fn, p, *coef)
         if not np.isfinite(mapped).all():
             raise RuntimeError("non-finite fit")
-        return lambda x: fn(np.asarray(x, dtype=np.float64), *coef)
+        return lambda x: _quiet(fn, np.asarray(x, dtype=np.float64), *coef)
     except (RuntimeError, ValueError, optimize.OptimizeWarning):
         slope, intercept = np.polyfit(p, t, 1)
         return lambda x: slope * np.asarray(x, dtype=np.float64) + intercept
+
+
+def _quiet(fn, x, *coef):
+    """Evaluate a fitted logistic; exp overflowing to inf far from the midpoint is its correct limit."""
+    with np.errstate(over="ignore"):
+        return fn(x, *coef)
 
 
 def plcc_logistic(pred, target, params: int = 4) -> float:

@@ -309,7 +309,7 @@ def device_facts() -> dict[str, str]:
 # ---------------------------------------------------------------- the backend
 
 
-def _make_logger(trt):
+def make_logger(trt):
     """A TensorRT logger that forwards to Python logging and keeps error lines for our messages."""
 
     class _Logger(trt.ILogger):
@@ -347,7 +347,7 @@ class TensorRTBackend(Backend):
         self._buffers: dict[str, HostDeviceBuffer] = {}
         self._capacity = 0
         self._bound_batch = 0
-        self._logger = _make_logger(trt)
+        self._logger = make_logger(trt)
         self._runtime = trt.Runtime(self._logger)
         try:
             with self._memory.activate():

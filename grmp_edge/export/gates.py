@@ -1,0 +1,191 @@
+"""Accuracy gates: a low-precision graph must rank images the way the FP32 graph does.
+
+Each gate compares a variant's scores with the FP32 graph's on the eval images: SRCC between them
+(the gate itself), max and 99th-percentile |delta score|, and, when the images carry labels, SRCC /
+PLCC / logistic PLCC against the labels for both, so the report shows what the precision costs in
+accuracy, not only in agreement. Results are plain dicts (they go into the bundle manifest as JSON).
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from grmp_edge import metrics
+from grmp_edge.errors import GrmpError, require
+
+# Minimum SRCC against the FP32 graph, per precision.
+GATE_DEFAULTS = {"fp16": 0.999, "int8": 0.99}
+
+# Below this spread the reference scores carry no ranking (a random or collapsed model), so the gate
+# falls back to closeness: max |delta score| must stay under CONSTANT_REF_MAX_DELTA.
+CONSTANT_REF_SPREAD = 1e-6
+CONSTANT_REF_MAX_DELTA = 1e-3
+
+
+class GateFailed(GrmpError):
+    """A low-precision graph drifted from the FP32 graph beyond its gate."""
+
+
+def onnx_session(path: str | os.PathLike, providers: Sequence[str] | None = None, threads: int | None = None):
+    """An ONNX Runtime session with all graph optimisations; ``threads`` bounds intra-op threads.
+
+    ``providers`` defaults to the CPU provider, so gates compare like with like on any machine.
+    """
+    ort = require("onnxruntime", "runtime")
+    if not os.path.isfile(path):
+        raise GrmpError(f"ONNX model not found: {path}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=options, providers=list(providers or ["CPUExecutionProvider"])
+        )
+    except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
+        raise GrmpError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from None
+
+
+def run_onnx(
+    path: str | os.PathLike,
+    batches: Iterable[np.ndarray],
+    providers: Sequence[str] | None = None,
+    threads: int | None = None,
+    output: str = "score",
+) -> np.ndarray:
+    """Run a graph over uint8 NHWC ``batches`` and return its ``output`` scores as one float32 array."""
+    session = onnx_session(path, providers, threads)
+    input_name = session.get_inputs()[0].name
+    scores = []
+    for batch in batches:
+        batch = np.asarray(batch)
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
+            raise GrmpError(
+                f"expected uint8 (N, H, W, 3) batches, got {batch.dtype} {tuple(batch.shape)}"
+            )
+        scores.append(session.run([output], {input_name: np.ascontiguousarray(batch)})[0].reshape(-1))
+    if not scores:
+        raise GrmpError("no images to run the graph on")
+    return np.concatenate(scores).astype(np.float32)
+
+
+def _label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict:
+    try:
+        return {
+            "srcc": metrics.srcc(scores, labels),
+            "plcc": metrics.plcc(scores, labels),
+            "plcc_logistic": metrics.plcc_logistic(scores, labels),
+        }
+    except metrics.MetricError as exc:
+        return {"error": str(exc)}
+
+
+def agreement_gate(
+    name: str,
+    ref_scores: Sequence[float],
+    scores: Sequence[float],
+    labels: Sequence[float] | None = None,
+    min_srcc: float = GATE_DEFAULTS["fp16"],
+) -> dict:
+    """Compare a variant's ``scores`` with the FP32 ``ref_scores`` on the same images.
+
+    Returns ``{name, n, min_srcc, srcc, max_abs_delta, p99_abs_delta, status, passed}`` plus
+    ``labels: {"fp32": {...}, name: {...}}`` (srcc, plcc, plcc_logistic) when ``labels`` are given.
+    ``status`` says how the gate was decided: "ok", "below gate", "non-finite scores", "constant
+    scores", or "constant reference" (the FP32 scores do not vary, SRCC is undefined, and the gate
+    falls back to max |delta score| <= CONSTANT_REF_MAX_DELTA; ``note`` says so).
+    """
+    ref = np.asarray(ref_scores, dtype=np.float64).ravel()
+    out = np.asarray(scores, dtype=np.float64).ravel()
+    if ref.shape != out.shape:
+        raise GrmpError(f"gate {name}: {out.size} scores against {ref.size} reference scores")
+    if ref.size < 3:
+        raise GrmpError(f"gate {name}: needs at least 3 images, got {ref.size}")
+    result = {"name": name, "n": int(ref.size), "min_srcc": float(min_srcc), "srcc": None,
+              "max_abs_delta": None, "p99_abs_delta": None}
+    if not np.isfinite(ref).all():
+        raise GrmpError(f"gate {name}: the FP32 reference scores contain NaN or infinity")
+    if not np.isfinite(out).all():
+        result.update(status="non-finite scores", passed=False)
+    else:
+        delta = np.abs(out - ref)
+        result["max_abs_delta"] = float(delta.max())
+        result["p99_abs_delta"] = float(np.percentile(delta, 99))
+        if np.ptp(ref) <= CONSTANT_REF_SPREAD:
+            passed = result["max_abs_delta"] <= CONSTANT_REF_MAX_DELTA
+            result.update(
+                status="constant reference",
+                note=f"SRCC is undefined on constant FP32 scores; gated on max |delta| <= {CONSTANT_REF_MAX_DELTA:g}",
+                passed=bool(passed),
+            )
+        elif np.ptp(out) == 0:
+            result.update(status="constant scores", passed=False)
+        else:
+            result["srcc"] = metrics.srcc(out, ref)
+            passed = result["srcc"] >= min_srcc
+            result.update(status="ok" if passed else "below gate", passed=bool(passed))
+    if labels is not None:
+        lab = np.asarray(labels, dtype=np.float64).ravel()
+        if lab.shape != ref.shape:
+            raise GrmpError(f"gate {name}: {lab.size} labels for {ref.size} images")
+        variant = _label_metrics(out, lab) if np.isfinite(out).all() else {"error": "non-finite scores"}
+        result["labels"] = {"fp32": _label_metrics(ref, lab), name: variant}
+    return result
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _label_cell(result: dict, key: str) -> str:
+    labels = result.get("labels")
+    if not labels:
+        return "-"
+    ref, variant = labels["fp32"].get(key), labels[result["name"]].get(key)
+    return f"{_fmt(ref, 3)}>{_fmt(variant, 3)}"
+
+
+def gate_table(results: Sequence[dict]):
+    """A rich Table of gate results: SRCC vs FP32 (and its minimum), max/p99 |delta|, labels (FP32>variant)."""
+    from rich import box
+    from rich.table import Table
+
+    sizes = "/".join(str(n) for n in sorted({r["n"] for r in results}))
+    table = Table(title=f"Accuracy gates against the FP32 graph ({sizes} images)", title_justify="left",
+                  box=box.SIMPLE_HEAD)
+    table.add_column("gate")
+    for column in ("SRCC>=min", "max/p99 |d|", "labels SRCC", "labels PLCC"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("result")
+    for r in results:
+        verdict = "[green]pass[/green]" if r["passed"] else "[red]FAIL[/red]"
+        if r["status"] not in ("ok", "below gate"):
+            verdict += f" ({r['status']})"
+        table.add_row(
+            r["name"], f"{_fmt(r['srcc'])}>={r['min_srcc']:g}",
+            f"{_fmt(r['max_abs_delta'])}/{_fmt(r['p99_abs_delta'])}",
+            _label_cell(r, "srcc"), _label_cell(r, "plcc"), verdict,
+        )
+    return table
+
+
+def print_gates(results: Sequence[dict], console=None) -> None:
+    """Print :func:`gate_table` to ``console`` (a rich Console; stdout by default)."""
+    from rich.console import Console
+
+    (console or Console()).print(gate_table(results))
+
+
+def enforce_gates(results: Sequence[dict], allow_drift: bool = False) -> None:
+    """Raise GateFailed naming every failed gate, unless ``allow_drift``."""
+    failed = [r for r in results if not r["passed"]]
+    if failed and not allow_drift:
+        details = "; ".join(
+            f"{r['name']}: SRCC {_fmt(r['srcc'])} < {r['min_srcc']:g}" if r["status"] == "below gate"
+            else f"{r['name']}: {r['status']}"
+            for r in failed
+        )
+        raise GateFailed(f"accuracy gate failed ({details}); rerun with --allow-drift to keep the files anyway")
