@@ -1,0 +1,364 @@
+"""Where scored frames go: JSON lines, CSV, an annotated video, a window, a Prometheus endpoint.
+
+Each sink receives ``write(record, frame, source)`` once per scored frame (``record`` is the JSON
+object below, ``frame`` the :class:`~grmp_edge.runtime.sources.Frame` with its pixels, ``source``
+the :class:`~grmp_edge.runtime.sources.FrameSource` for its counters) and ``close()`` once at the
+end, always, whatever stopped the run. The record::
+
+    {"frame": 12, "ts": 1767000000.123, "score": 0.61, "smoothed": 0.58, "event": null,
+     "latency_ms": {"capture": 3.1, "preprocess": 0.6, "infer": 4.2, "total": 9.0},
+     "path": "frames/0012.jpg",   # only for frames read from image files (folder, glob, image)
+     "gap_s": 2.4}                # only on the first frame after a live source came back
+
+``event`` is ``"degraded"``, ``"recovered"`` or null (see :mod:`grmp_edge.runtime.postprocess`).
+Text files are line-buffered, so an interrupted run leaves every line but at most the one being
+written; the video is written to a hidden temporary file and renamed into place when it is closed.
+"""
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import math
+import os
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Optional, TextIO
+
+import numpy as np
+
+from grmp_edge.errors import GrmpError, require
+from grmp_edge.runtime.postprocess import DEGRADED, RECOVERED
+from grmp_edge.runtime.sources import Frame, FrameSource
+
+LATENCY_STAGES = ("capture", "preprocess", "infer", "total")
+CSV_COLUMNS = ("frame", "ts", "score", "smoothed", "event",
+               *(f"{stage}_ms" for stage in LATENCY_STAGES), "path")
+VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v"}
+
+
+def _cv2():
+    return require("cv2", "runtime")
+
+
+class Sink:
+    """A consumer of scored frames."""
+
+    def write(self, record: dict, frame: Frame, source: FrameSource) -> None:
+        raise NotImplementedError
+
+    def should_stop(self) -> bool:
+        """True once this sink asks the run to end (the window was closed, stdout's reader went away)."""
+        return False
+
+    def close(self) -> None:
+        """Flush and release; called exactly once."""
+
+
+class JsonlSink(Sink):
+    """One JSON object per line, to a file (line-buffered) or a text stream (flushed per line)."""
+
+    def __init__(self, target):
+        if isinstance(target, (str, os.PathLike)):
+            path = Path(target)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._stream: TextIO = open(path, "w", buffering=1, encoding="utf-8")
+            self._owned = True
+        else:
+            self._stream, self._owned = target, False
+        self._broken = False
+
+    def write(self, record: dict, frame: Frame, source: FrameSource) -> None:
+        if self._broken:
+            return
+        try:
+            self._stream.write(json.dumps(record) + "\n")
+            if not self._owned:
+                self._stream.flush()
+        except BrokenPipeError:
+            # The reader went away (`grmp-edge run ... | head`): stop the run instead of crashing, and
+            # point stdout at /dev/null so the interpreter's final flush cannot raise again.
+            self._broken = True
+            if self._stream is sys.stdout:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+
+    def should_stop(self) -> bool:
+        return self._broken
+
+    def close(self) -> None:
+        if self._owned:
+            self._stream.close()
+        elif not self._broken:
+            self._stream.flush()
+
+
+class CsvSink(Sink):
+    """The record flattened into :data:`CSV_COLUMNS` (empty cells for null), line-buffered."""
+
+    def __init__(self, path):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "w", buffering=1, encoding="utf-8", newline="")
+        self._writer = csv.writer(self._file, lineterminator="\n")
+        self._writer.writerow(CSV_COLUMNS)
+
+    def write(self, record: dict, frame: Frame, source: FrameSource) -> None:
+        latency = record["latency_ms"]
+        row = [record["frame"], record["ts"], record["score"], record["smoothed"], record["event"],
+               *(latency[stage] for stage in LATENCY_STAGES), record.get("path")]
+        self._writer.writerow(["" if value is None else value for value in row])
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def overlay_bgr(frame: Frame, record: dict, degraded: bool) -> np.ndarray:
+    """A BGR copy of the frame with the score, smoothed score and alarm state drawn on a top banner."""
+    cv2 = _cv2()
+    bgr = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
+    width = bgr.shape[1]
+    scale = max(0.4, width / 1600.0)
+    thickness = max(1, int(round(scale * 2)))
+    pad = max(4, int(8 * scale))
+    text = f"score {_fmt(record['score'])}  smoothed {_fmt(record['smoothed'])}"
+    if degraded:
+        text += "  DEGRADED"
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (tw, th), base = cv2.getTextSize(text, font, scale, thickness)
+    cv2.rectangle(bgr, (0, 0), (min(width, tw + 2 * pad), th + base + 2 * pad), (0, 0, 0), -1)
+    colour = (0, 0, 255) if degraded else (0, 220, 0)
+    cv2.putText(bgr, text, (pad, pad + th), font, scale, colour, thickness, cv2.LINE_AA)
+    return bgr
+
+
+def _alarm_state(degraded: bool, record: dict) -> bool:
+    """The alarm state after a record, tracked from its event."""
+    return {DEGRADED: True, RECOVERED: False}.get(record["event"], degraded)
+
+
+class VideoSink(Sink):
+    """Frames with a score overlay, encoded with cv2.VideoWriter (MJPG for .avi, mp4v for .mp4).
+
+    The writer opens on the first frame (its size fixes the video's; later frames of another size are
+    resized) at ``fps`` or else the source's nominal rate (25 when unknown). The video is encoded into
+    a hidden temporary file beside ``path`` and renamed onto it when the sink closes, so ``path`` is
+    either absent or a finished video.
+    """
+
+    def __init__(self, path, fps: Optional[float] = None):
+        self.path = Path(path)
+        if self.path.suffix.lower() not in VIDEO_CODECS:
+            raise GrmpError(f"--save-video must end in one of {', '.join(VIDEO_CODECS)}, got {self.path.name}")
+        self.fps = fps
+        self._writer = None
+        self._tmp: Optional[Path] = None
+        self._size: Optional[tuple[int, int]] = None
+        self._degraded = False
+
+    def _open(self, width: int, height: int, fps: float) -> None:
+        cv2 = _cv2()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[self.path.suffix.lower()])
+        self._writer = cv2.VideoWriter(str(self._tmp), fourcc, float(fps), (width, height))
+        if not self._writer.isOpened():
+            self._tmp.unlink(missing_ok=True)
+            raise GrmpError(f"cannot write video {self.path}: OpenCV has no encoder for {self.path.suffix} here; try .avi")
+        self._size = (width, height)
+
+    def write(self, record: dict, frame: Frame, source: FrameSource) -> None:
+        self._degraded = _alarm_state(self._degraded, record)
+        bgr = overlay_bgr(frame, record, self._degraded)
+        if self._writer is None:
+            self._open(bgr.shape[1], bgr.shape[0], self.fps or source.fps or 25.0)
+        if (bgr.shape[1], bgr.shape[0]) != self._size:
+            bgr = _cv2().resize(bgr, self._size, interpolation=_cv2().INTER_AREA)
+        self._writer.write(bgr)
+
+    def close(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.release()
+        os.replace(self._tmp, self.path)
+        self._writer = None
+
+
+def screen_available() -> bool:
+    """Whether a display server is reachable (X11 or Wayland on Linux; always on macOS/Windows)."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class DisplaySink(Sink):
+    """A window showing the annotated frames; ``q`` or Esc in the window ends the run."""
+
+    WINDOW = "grmp-edge"
+
+    def __init__(self):
+        if not screen_available():
+            raise GrmpError("--display needs a screen, and no DISPLAY or WAYLAND_DISPLAY is set "
+                            "(over ssh use `ssh -X`, or record with --save-video FILE instead)")
+        cv2 = _cv2()
+        try:
+            cv2.namedWindow(self.WINDOW, cv2.WINDOW_NORMAL)
+        except cv2.error:
+            raise GrmpError("--display needs an OpenCV with GUI support, and this one has none "
+                            "(opencv-python-headless); use JetPack's OpenCV or pip install opencv-python, "
+                            "or record with --save-video FILE") from None
+        self._degraded = False
+        self._stop = False
+
+    def write(self, record: dict, frame: Frame, source: FrameSource) -> None:
+        cv2 = _cv2()
+        self._degraded = _alarm_state(self._degraded, record)
+        cv2.imshow(self.WINDOW, overlay_bgr(frame, record, self._degraded))
+        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+            self._stop = True
+
+    def should_stop(self) -> bool:
+        return self._stop
+
+    def close(self) -> None:
+        _cv2().destroyWindow(self.WINDOW)
+
+
+def _prom_number(value: float) -> str:
+    """A sample value as the exposition format spells it (NaN, +Inf, -Inf, else Python's repr)."""
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+class MetricsSink(Sink):
+    """Prometheus text exposition at ``http://HOST:PORT/metrics``, served from a daemon thread.
+
+    Gauges ``grmp_score``, ``grmp_score_smoothed``, ``grmp_fps`` (frames scored over the last
+    ``fps_window`` seconds), ``grmp_degraded``; counters ``grmp_frames_total``,
+    ``grmp_drops_total``, ``grmp_corrupt_total``, ``grmp_source_gaps_total``,
+    ``grmp_events_total{event}``; summary ``grmp_latency_seconds{stage}`` with quantiles over the
+    last ``window`` frames. Binds 127.0.0.1 unless told otherwise; port 0 picks a free port
+    (``.port`` says which).
+    """
+
+    QUANTILES = (0.5, 0.9, 0.99)
+
+    def __init__(self, port: int, host: str = "127.0.0.1", window: int = 1024, fps_window: float = 5.0):
+        self._lock = threading.Lock()
+        self._score = self._smoothed = math.nan
+        self._degraded = False
+        self._frames = 0
+        self._events = collections.Counter()
+        self._stats = None
+        self._times: collections.deque = collections.deque(maxlen=4096)
+        self._fps_window = fps_window
+        self._started = time.perf_counter()
+        self._latency = {stage: collections.deque(maxlen=window) for stage in LATENCY_STAGES}
+        self._latency_sum = dict.fromkeys(LATENCY_STAGES, 0.0)
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                if self.path.split("?")[0] not in ("/", "/metrics"):
+                    self.send_error(404)
+                    return
+                body = sink.render().encode("utf-8")
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):  # scrapes every few seconds must not spam stderr
+                pass
+
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise GrmpError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+        self._server.daemon_threads = True
+        self.host, self.port = host, self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/metrics"
+
+    def write(self, record: dict, frame: Frame, source: FrameSource) -> None:
+        with self._lock:
+            self._score = math.nan if record["score"] is None else record["score"]
+            self._smoothed = math.nan if record["smoothed"] is None else record["smoothed"]
+            self._degraded = _alarm_state(self._degraded, record)
+            if record["event"]:
+                self._events[record["event"]] += 1
+            self._frames += 1
+            self._stats = source.stats
+            self._times.append(time.perf_counter())
+            for stage in LATENCY_STAGES:
+                seconds = record["latency_ms"][stage] / 1e3
+                self._latency[stage].append(seconds)
+                self._latency_sum[stage] += seconds
+
+    def _fps(self, now: float) -> float:
+        window = min(self._fps_window, now - self._started)
+        if window <= 0:
+            return 0.0
+        return sum(1 for t in self._times if now - t <= window) / window
+
+    def render(self) -> str:
+        """The current metrics in Prometheus text format 0.0.4."""
+        with self._lock:
+            stats = self._stats
+            lines: list[str] = []
+
+            def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+                lines.append(f"# HELP {name} {help_text}")
+                lines.append(f"# TYPE {name} {kind}")
+                lines.extend(f"{name}{labels} {_prom_number(value)}" for labels, value in samples)
+
+            metric("grmp_score", "gauge", "Latest quality score in (0, 1), higher is better.", [("", self._score)])
+            metric("grmp_score_smoothed", "gauge", "Exponentially smoothed quality score.", [("", self._smoothed)])
+            metric("grmp_degraded", "gauge", "1 while the hysteresis alarm says degraded.", [("", float(self._degraded))])
+            metric("grmp_fps", "gauge", f"Frames scored per second over the last {self._fps_window:g} s.",
+                   [("", self._fps(time.perf_counter()))])
+            metric("grmp_frames_total", "counter", "Frames scored.", [("", self._frames)])
+            metric("grmp_drops_total", "counter", "Frames a live source dropped because scoring was behind.",
+                   [("", stats.drops if stats else 0)])
+            metric("grmp_corrupt_total", "counter", "Frames or images skipped because they could not be decoded.",
+                   [("", stats.corrupt if stats else 0)])
+            metric("grmp_source_gaps_total", "counter", "Times a live source was lost and came back.",
+                   [("", stats.gaps if stats else 0)])
+            metric("grmp_events_total", "counter", "Alarm events.",
+                   [(f'{{event="{event}"}}', self._events[event]) for event in (DEGRADED, RECOVERED)])
+            samples: list[tuple[str, float]] = []
+            for stage in LATENCY_STAGES:
+                values = np.asarray(self._latency[stage], dtype=np.float64)
+                for q in self.QUANTILES:
+                    samples.append((f'{{stage="{stage}",quantile="{q}"}}',
+                                    float(np.quantile(values, q)) if values.size else math.nan))
+            metric("grmp_latency_seconds", "summary", "Per-frame latency by stage (quantiles over recent frames).",
+                   samples)
+            for stage in LATENCY_STAGES:
+                lines.append(f'grmp_latency_seconds_sum{{stage="{stage}"}} {_prom_number(self._latency_sum[stage])}')
+                lines.append(f'grmp_latency_seconds_count{{stage="{stage}"}} {self._frames}')
+        return "\n".join(lines) + "\n"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

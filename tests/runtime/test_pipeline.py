@@ -1,0 +1,185 @@
+"""The threaded pipeline: records, crops, overlap, stop conditions, signals, failures."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from grmp_edge.errors import GrmpError
+from grmp_edge.runtime.pipeline import Pipeline, prepare_batch
+from grmp_edge.runtime.postprocess import PostProcessor
+from grmp_edge.runtime.sinks import Sink
+from grmp_edge.runtime.sources import Frame, FrameSource, parse_source
+
+
+class ListSink(Sink):
+    def __init__(self):
+        self.records, self.frames, self.closed = [], [], 0
+
+    def write(self, record, frame, source):
+        self.records.append(record)
+        self.frames.append(frame)
+
+    def close(self):
+        self.closed += 1
+
+
+class SyntheticSource(FrameSource):
+    """``n`` frames (None: endless), each taking ``delay`` seconds to "decode" (a GIL-free sleep)."""
+
+    def __init__(self, n=None, delay=0.0, size=(72, 96), fail_at=None, gap_at=None):
+        super().__init__("synthetic")
+        self.n, self.delay, self.size, self.fail_at, self.gap_at = n, delay, size, fail_at, gap_at
+
+    def frames(self):
+        i = 0
+        while not self._closed.is_set() and (self.n is None or i < self.n):
+            if i == self.fail_at:
+                raise GrmpError("camera exploded")
+            t = time.perf_counter()
+            if self.delay:
+                time.sleep(self.delay)
+            rgb = np.full((*self.size, 3), (i * 7) % 256, np.uint8)
+            yield self._delivered(Frame(i, time.time(), rgb, None, (time.perf_counter() - t) * 1e3,
+                                        gap_s=1.5 if i == self.gap_at else None, t_start=t))
+            i += 1
+
+
+def test_video_records_match_the_engine_on_the_preprocessed_frames(video, spec, fake_backend):
+    sink = ListSink()
+    summary = Pipeline(parse_source(str(video)), fake_backend(), spec, [sink]).run()
+    assert summary.frames == 24 and summary.stopped_by == "end of source" and sink.closed == 1
+    assert [r["frame"] for r in sink.records] == list(range(24))
+    for record, frame in zip(sink.records, sink.frames):
+        expected = prepare_batch(frame.rgb, spec).mean() / 255.0
+        assert record["score"] == pytest.approx(expected, abs=1e-5)
+        assert set(record["latency_ms"]) == {"capture", "preprocess", "infer", "total"}
+        assert record["latency_ms"]["total"] >= record["latency_ms"]["infer"]
+        assert "path" not in record
+    assert summary.mean_score == pytest.approx(np.mean([r["score"] for r in sink.records]), abs=1e-5)
+    assert summary.latency_ms["total"]["p90"] >= summary.latency_ms["total"]["p50"] > 0
+    line = summary.line()
+    assert "24 frames" in line and "drops 0" in line and "corrupt 0" in line and "mean score" in line
+
+
+def test_crops_are_batched_and_averaged(spec, fake_backend, make_frame):
+    rgb = cv2.cvtColor(make_frame(3, 256, 192), cv2.COLOR_BGR2RGB)
+
+    class One(FrameSource):
+        def frames(self):
+            yield Frame(0, 0.0, rgb)
+
+    engine, sink = fake_backend(), ListSink()
+    Pipeline(One("one"), engine, spec, [sink], crops=4).run()
+    assert engine.batches == [(4, 32, 32, 3)]
+    crops = prepare_batch(rgb, spec, 4)
+    assert sink.records[0]["score"] == pytest.approx(crops.reshape(4, -1).mean(axis=1).mean() / 255, abs=1e-5)
+
+
+def test_capture_and_inference_overlap(spec, fake_backend):
+    # 20 ms to decode and 20 ms to infer: in sequence 20 frames take 0.8 s, overlapped about 0.42 s.
+    summary = Pipeline(SyntheticSource(20, delay=0.02), fake_backend(delay=0.02), spec).run()
+    assert summary.frames == 20 and summary.seconds < 0.62
+
+
+def test_max_frames_is_exact(spec, fake_backend):
+    sink = ListSink()
+    summary = Pipeline(SyntheticSource(None), fake_backend(), spec, [sink], max_frames=7).run()
+    assert summary.frames == 7 == len(sink.records) and summary.stopped_by == "max-frames"
+    assert sink.closed == 1
+
+
+def test_duration_stops_an_endless_source(spec, fake_backend):
+    start = time.monotonic()
+    summary = Pipeline(SyntheticSource(None, delay=0.005), fake_backend(), spec, duration=0.3).run()
+    assert summary.stopped_by == "duration" and summary.frames > 0
+    assert 0.29 < time.monotonic() - start < 2.0
+
+
+def test_sigterm_drains_closes_sinks_and_restores_the_handler(spec, fake_backend):
+    sink = ListSink()
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    summary = Pipeline(SyntheticSource(None, delay=0.002), fake_backend(delay=0.01), spec, [sink]).run()
+    assert summary.stopped_by == "SIGTERM" and summary.frames == len(sink.records) > 0
+    assert sink.closed == 1 and signal.getsignal(signal.SIGTERM) is before
+
+
+def test_stop_from_another_thread_scores_what_is_queued(spec, fake_backend):
+    sink = ListSink()
+    pipeline = Pipeline(SyntheticSource(None), fake_backend(delay=0.02), spec, [sink], queue_size=3)
+    threading.Timer(0.2, pipeline.stop).start()
+    summary = pipeline.run(handle_signals=False)
+    assert summary.stopped_by == "stop()"
+    # Every captured-and-queued frame was scored: the records are consecutive, none lost in the queue.
+    assert [r["frame"] for r in sink.records] == list(range(len(sink.records)))
+
+
+def test_source_failure_is_raised_on_the_callers_thread_and_sinks_still_close(spec, fake_backend):
+    sink = ListSink()
+    with pytest.raises(GrmpError, match="camera exploded"):
+        Pipeline(SyntheticSource(10, fail_at=4), fake_backend(), spec, [sink]).run()
+    assert len(sink.records) == 4 and sink.closed == 1
+
+
+def test_engine_failure_still_closes_sinks(spec, fake_backend):
+    class Broken(fake_backend):
+        def infer(self, batch):
+            raise GrmpError("engine fell over")
+
+    sink = ListSink()
+    with pytest.raises(GrmpError, match="engine fell over"):
+        Pipeline(SyntheticSource(5), Broken(), spec, [sink]).run()
+    assert sink.closed == 1
+
+
+def test_a_sink_can_end_the_run(spec, fake_backend):
+    class StopsAfterThree(ListSink):
+        def should_stop(self):
+            return len(self.records) >= 3
+
+    sink = StopsAfterThree()
+    summary = Pipeline(SyntheticSource(None), fake_backend(delay=0.005), spec, [sink]).run()
+    assert summary.stopped_by.startswith("a sink") and len(sink.records) >= 3
+
+
+def test_non_finite_scores_become_null_without_poisoning_the_smoothing(spec, fake_backend):
+    class Flaky(fake_backend):
+        def infer(self, batch):
+            scores = super().infer(batch)
+            return np.full_like(scores, np.nan) if len(self.batches) == 2 else scores
+
+    sink = ListSink()
+    summary = Pipeline(SyntheticSource(4), Flaky(), spec, [sink]).run()
+    assert sink.records[1]["score"] is None and sink.records[1]["smoothed"] is not None
+    assert all(r["smoothed"] is not None for r in sink.records)
+    assert summary.mean_score == pytest.approx(np.mean([r["score"] for r in sink.records if r["score"] is not None]))
+
+
+def test_events_gaps_and_paths_reach_the_records(spec, image_folder, fake_backend):
+    sink = ListSink()
+    logs = []
+    source = parse_source(str(image_folder))
+    summary = Pipeline(source, fake_backend(), spec, [sink], postprocessor=PostProcessor(1.0, 0.3, 0.35),
+                       log=logs.append).run()
+    assert summary.frames == 5 and summary.corrupt == 1
+    assert all(r["path"].endswith(".png") for r in sink.records)
+    assert any("f02.jpg" in line for line in logs)  # the skipped file is named on the log
+    events = [r["event"] for r in sink.records if r["event"]]
+    assert events and summary.events["degraded"] == events.count("degraded")
+
+    gap_sink = ListSink()
+    Pipeline(SyntheticSource(4, gap_at=2), fake_backend(), spec, [gap_sink]).run()
+    assert [r.get("gap_s") for r in gap_sink.records] == [None, None, 1.5, None]
+
+
+@pytest.mark.parametrize("kwargs, message", [({"crops": 0}, "--crops"), ({"max_frames": 0}, "--max-frames"),
+                                             ({"duration": 0}, "--duration")])
+def test_bad_limits_are_user_errors(spec, kwargs, message, fake_backend):
+    with pytest.raises(GrmpError, match=message):
+        Pipeline(SyntheticSource(1), fake_backend(), spec, **kwargs)
