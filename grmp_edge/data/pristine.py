@@ -1,0 +1,62 @@
+"""Where pristine (undistorted) photos come from: scikit-image's bundled samples and ../shared datasets."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from grmp_edge.errors import GrmpError, require
+
+# Natural colour photographs shipped inside the scikit-image wheel. Synthetic, greyscale, medical and
+# microscopy samples (retina, ihc, logo, chessboard, text, ...) are not natural photos and are left out.
+BUNDLED_PHOTOS = (
+    "astronaut.png",
+    "coffee.png",
+    "chelsea.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "hubble_deep_field.jpg",
+)
+
+SHARED_DATASETS = ("kodak24", "cbsd68", "mcmaster")
+SHARED_ENV = "GRMP_EDGE_SHARED"
+
+
+def bundled_photos() -> list[Path]:
+    """Paths of the natural colour photos inside the installed scikit-image (no network needed).
+
+    The files are read where the wheel put them: ``skimage.data``'s loader functions may try to
+    download, these files never need it. Missing ones are skipped.
+    """
+    skdata = require("skimage.data", "train")
+    folder = Path(skdata.__file__).parent
+    found = [folder / name for name in BUNDLED_PHOTOS if (folder / name).is_file()]
+    if not found:
+        raise GrmpError(
+            f"no bundled sample photos found in {folder}; install them with: pip install 'grmp-edge[train]'"
+        )
+    return found
+
+
+def shared_root(root: str | Path | None = None) -> Path:
+    """The team's ``shared`` folder: ``root``, else $GRMP_EDGE_SHARED, else the nearest ``shared``
+    folder found walking up from the working directory (the repository's sibling ``../shared``)."""
+    if root is not None:
+        return Path(root)
+    if os.environ.get(SHARED_ENV):
+        return Path(os.environ[SHARED_ENV])
+    cwd = Path.cwd().resolve()
+    for parent in (cwd, *cwd.parents):
+        if (parent / "shared").is_dir():
+            return parent / "shared"
+    raise GrmpError(f"no shared folder found above {cwd}; set {SHARED_ENV} to its path")
+
+
+def shared_pristine(name: str, root: str | Path | None = None) -> Path:
+    """Folder of a pristine dataset under ``<shared>/data/pristine/`` (kodak24, cbsd68 or mcmaster)."""
+    if name not in SHARED_DATASETS:
+        raise GrmpError(f"unknown pristine dataset {name!r}; choose from: {', '.join(SHARED_DATASETS)}")
+    folder = shared_root(root) / "data" / "pristine" / name
+    if not folder.is_dir():
+        raise GrmpError(f"pristine dataset {name!r} not found at {folder}")
+    return folder
