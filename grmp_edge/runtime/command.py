@@ -51,13 +51,14 @@ def run(
     name: Optional[str] = typer.Option(None, "--name", help="Run folder name under runs/run/. Default: exp, exp2, ..."),
     save: bool = typer.Option(True, "--save/--no-save", help="Write runs/run/<name>/frames.jsonl and summary.json."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No JSON lines on stdout (files, logs and the summary are still written)."),
+    report: bool = typer.Option(False, "--report", help="After the run, plot runs/run/<name>/score_timeline.png (score, smoothed score, events over time) and print a summary; needs grmp-edge[report]."),
 ) -> None:
     """Score live frames from a camera, stream, video, image folder or stdin; JSON lines on stdout."""
-    import shlex
     import sys
 
     from grmp_edge.artifacts import atomic_write_json
-    from grmp_edge.runs import new_run_dir, slug
+    from grmp_edge.errors import GrmpError
+    from grmp_edge.runs import command_line, new_run_dir, slug
     from grmp_edge.runtime.backends import open_backend
     from grmp_edge.runtime.bundle import load_bundle
     from grmp_edge.runtime.pipeline import Pipeline
@@ -66,6 +67,8 @@ def run(
     from grmp_edge.runtime.sources import parse_source
 
     # Cheap checks first, so that a typo fails before a model is loaded.
+    if report and not save:
+        raise GrmpError("--report plots the run's saved frames: drop --no-save")
     frames = parse_source(source, camera, stride=stride, stdin_size=stdin_size, csi_width=csi_width,
                           csi_height=csi_height, csi_fps=csi_fps, csi_flip=csi_flip)
     post = PostProcessor(alpha, low, high)
@@ -105,7 +108,7 @@ def run(
         _log(summary.line())
         if run_dir is not None:
             atomic_write_json(run_dir / "summary.json", {
-                "command": shlex.join(["grmp-edge", *sys.argv[1:]]),
+                "command": command_line(),
                 "bundle": str(loaded.folder),
                 "backend": engine.name,
                 "precision": engine.precision,
@@ -119,3 +122,10 @@ def run(
             })
     finally:
         engine.close()
+    if report and run_dir is not None:
+        from grmp_edge.report.plots import score_timeline
+
+        stats = score_timeline(run_dir / "frames.jsonl", run_dir / "score_timeline.png")
+        atomic_write_json(run_dir / "report.json", stats)
+        _log(f"report: {run_dir / 'score_timeline.png'} ({stats['frames']} frames over {stats['duration_s']:.1f} s, "
+             f"mean score {stats['mean_score']:.3f}, min {stats['min_score']:.3f}, {stats['events']} events)")

@@ -119,3 +119,20 @@ def test_score_timeline_plot(tmp_path):
     assert summary["duration_s"] == pytest.approx(0.9)
     with Image.open(tmp_path / "score_timeline.png") as im:
         assert im.format == "PNG"
+
+
+def test_run_report_writes_the_timeline(tmp_path, tmp_runs, capsys):
+    import cv2
+
+    bundle = make_bundle(tmp_path / "bundle")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    for i in range(12):
+        writer.write(np.full((24, 32, 3), 20 * i, np.uint8))
+    writer.release()
+    _run(["run", "--bundle", str(bundle), "--source", str(video), "--name", "r", "--quiet", "--report"], capsys)
+    out = tmp_runs / "run" / "r"
+    summary = json.loads((out / "report.json").read_text())
+    assert summary["frames"] == 12
+    with Image.open(out / "score_timeline.png") as im:
+        assert im.format == "PNG"
