@@ -1,14 +1,161 @@
-"""``grmp-edge train`` and ``grmp-edge eval``."""
+"""``grmp-edge train`` and ``grmp-edge eval``.
+
+Torch and open_clip are imported inside the command bodies so ``grmp-edge --help`` stays instant.
+The same command runs on CPU, one GPU, or several under torchrun::
+
+    torchrun --nproc_per_node 4 -m grmp_edge.cli train --data koniq.csv --meta-data kadid.csv
+"""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
 
 from grmp_edge.errors import GrmpError
 
-
-def train() -> None:
-    """Meta-prompt pre-train and QGR fine-tune a GRMP quality model (not built yet)."""
-    raise GrmpError("`grmp-edge train` is not built yet")
+_HELP_PANEL_META = "Meta pre-training"
+_HELP_PANEL_FT = "Fine-tuning and protocol"
 
 
-def evaluate() -> None:
-    """Score a manifest with a checkpoint and print the metrics (not built yet)."""
-    raise GrmpError("`grmp-edge eval` is not built yet")
+def train(
+    data: Optional[Path] = typer.Option(None, "--data", help="Target manifest: few-shot splits are drawn from it."),
+    meta_data: List[Path] = typer.Option([], "--meta-data", help="Source manifest(s) whose groups are the meta tasks (repeatable). Without it the groups of --data are used (quick-trial mode)."),
+    backbone: str = typer.Option("ViT-B-16", help="open_clip ViT config name (grmp-tiny for the small offline model)."),
+    pretrained: str = typer.Option("openai", help="open_clip tag, local checkpoint file, 'bootstrap' (grmp-tiny offline weights) or 'none' (random)."),
+    stage: Optional[str] = typer.Option(None, help="meta | finetune | all (default: all, or finetune when --checkpoint is given)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Start from this checkpoint folder (e.g. a run's meta/) instead of a fresh backbone."),
+    meta_algo: str = typer.Option("continual", help="continual (the release's behaviour) or reptile (textbook).", rich_help_panel=_HELP_PANEL_META),
+    meta_epochs: int = typer.Option(50, help="Meta pre-training epochs.", rich_help_panel=_HELP_PANEL_META),
+    meta_lr: float = typer.Option(1e-4, help="Inner Adam learning rate.", rich_help_panel=_HELP_PANEL_META),
+    meta_eps: float = typer.Option(0.01, help="Outer step size: theta <- theta - eps * mean(theta - phi).", rich_help_panel=_HELP_PANEL_META),
+    support_batch: int = typer.Option(75, help="Support batch size.", rich_help_panel=_HELP_PANEL_META),
+    query_batch: int = typer.Option(50, help="Query batch size.", rich_help_panel=_HELP_PANEL_META),
+    holdout_fraction: float = typer.Option(0.2, help="Fraction of each source's groups held out to pick the meta epoch (0: keep the last).", rich_help_panel=_HELP_PANEL_META),
+    lam: float = typer.Option(5.0, "--lam", help="QGR lambda (0 = plain fine-tuning).", rich_help_panel=_HELP_PANEL_FT),
+    shots: int = typer.Option(50, help="Labelled training images per split.", rich_help_panel=_HELP_PANEL_FT),
+    splits: int = typer.Option(10, help="Random 80/20 pool/test splits.", rich_help_panel=_HELP_PANEL_FT),
+    val_size: Optional[int] = typer.Option(None, help="Validation images drawn from the pool besides the shots (default max(5, shots/4); 0: fixed epoch budget).", rich_help_panel=_HELP_PANEL_FT),
+    epochs: int = typer.Option(2000, help="Maximum fine-tuning epochs per split.", rich_help_panel=_HELP_PANEL_FT),
+    lr: float = typer.Option(1e-3, help="Fine-tuning SGD learning rate.", rich_help_panel=_HELP_PANEL_FT),
+    batch_size: int = typer.Option(64, help="Fine-tuning batch (the whole training set when it fits).", rich_help_panel=_HELP_PANEL_FT),
+    patience: int = typer.Option(30, help="lr x0.3 once more than this many epochs in a row bring no better validation score.", rich_help_panel=_HELP_PANEL_FT),
+    unfreeze_blocks: int = typer.Option(4, help="Last blocks of both towers trained in fine-tuning.", rich_help_panel=_HELP_PANEL_FT),
+    vpt_tokens: int = typer.Option(100, help="Visual prompt tokens per block."),
+    n_ctx: int = typer.Option(4, help="Learned text context vectors."),
+    preprocess: str = typer.Option("clip", help="clip (CLIP's resize/crop/statistics) or release (244/224 square resize, ImageNet statistics)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    precision: str = typer.Option("auto", help="auto (bf16 or fp16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16."),
+    workers: int = typer.Option(0, help="DataLoader worker processes."),
+    seed: int = typer.Option(0, help="Seed of splits, initialisation and augmentation."),
+    name: Optional[str] = typer.Option(None, help="Run folder name under runs/train/ (default exp, exp2, ...)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run --name (or the latest run): finished meta epochs and splits are kept."),
+) -> None:
+    """Meta-prompt pre-train and QGR fine-tune a GRMP quality model under the few-shot protocol.
+
+    Writes runs/train/<name>/: best/ (checkpoint), meta/, results.json, metrics.jsonl, config.json.
+    """
+    from grmp_edge.train.distributed import setup_runtime
+    from grmp_edge.train.finetune import FinetuneConfig
+    from grmp_edge.train.meta import MetaConfig
+    from grmp_edge.train.protocol import ProtocolConfig, TrainPlan, check_plan, run_training
+
+    if stage is None:
+        stage = "finetune" if checkpoint else "all"
+    if checkpoint is not None and not (checkpoint / "spec.json").is_file():
+        raise GrmpError(f"--checkpoint {checkpoint} is not a checkpoint folder (no spec.json)")
+    plan = TrainPlan(
+        data=str(data) if data else None,
+        meta_data=[str(m) for m in meta_data],
+        stage=stage,
+        backbone=backbone,
+        pretrained=None if pretrained.lower() == "none" else pretrained,
+        checkpoint=str(checkpoint) if checkpoint else None,
+        n_ctx=n_ctx,
+        vpt_tokens=vpt_tokens,
+        preprocess=preprocess,
+        seed=seed,
+        meta=MetaConfig(algo=meta_algo, epochs=meta_epochs, support_batch=support_batch, query_batch=query_batch,
+                        inner_lr=meta_lr, eps=meta_eps, holdout_fraction=holdout_fraction, seed=seed, workers=workers),
+        finetune=FinetuneConfig(lam=lam, lr=lr, batch_size=batch_size, max_epochs=epochs, patience=patience,
+                                unfreeze_blocks=unfreeze_blocks, seed=seed, workers=workers),
+        protocol=ProtocolConfig(shots=shots, splits=splits, val_size=val_size, seed=seed),
+    )
+    plan.meta.check()
+    plan.finetune.check()
+    check_plan(plan)
+    runtime = setup_runtime(device, precision)
+    try:
+        run_dir = runtime.broadcast_object(_run_dir(name, resume) if runtime.is_main else None)
+        echo = typer.echo if runtime.is_main else (lambda *_: None)
+        echo(f"run folder: {run_dir}  (device {runtime.device}, {runtime.precision}, "
+             f"{runtime.world_size} process{'es' if runtime.world_size > 1 else ''})")
+        results = run_training(plan, Path(run_dir), runtime, resume=resume, echo=echo)
+        if runtime.is_main:
+            _print_results(results, Path(run_dir))
+    finally:
+        runtime.close()
+
+
+def _run_dir(name: str | None, resume: bool) -> str:
+    from grmp_edge.runs import latest_run, new_run_dir, slug
+
+    if resume and not name:
+        return str(latest_run("train", "config.json"))
+    if resume and name:
+        return str(new_run_dir("train", slug(name), exist_ok=True))
+    return str(new_run_dir("train", slug(name) if name else None))
+
+
+def _print_results(results: dict, run_dir: Path) -> None:
+    from rich.console import Console
+
+    console = Console()
+    if "summary" in results:
+        console.print(_metrics_table(results["summary"], f"test metrics over {len(results['splits'])} split(s)",
+                                     results.get("initial_summary")))
+    elif results.get("meta"):
+        meta = results["meta"]
+        console.print(f"meta pre-training: kept epoch {meta['best_epoch']} of {meta['epochs']} ({meta['selection']})")
+    console.print(f"best checkpoint: {run_dir / 'best'}")
+    console.print(f"next: grmp-edge export --checkpoint {run_dir / 'best'}")
+
+
+def _metrics_table(summary: dict, title: str, initial: dict | None = None):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("metric", "mean", "median", "std"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    if initial:
+        table.add_column("mean before fine-tuning", justify="right")
+    for metric, stats in summary.items():
+        row = [metric, f"{stats['mean']:.4f}", f"{stats['median']:.4f}", f"{stats['std']:.4f}"]
+        if initial:
+            row.append(f"{initial[metric]['mean']:.4f}")
+        table.add_row(*row)
+    return table
+
+
+def evaluate(
+    data: Path = typer.Option(..., "--data", help="Manifest to score."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint folder (default: the latest train run's best/)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    batch_size: int = typer.Option(64, help="Images per forward pass."),
+) -> None:
+    """Score a manifest with a checkpoint and print SRCC, KRCC, PLCC (raw and logistic) and RMSE."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from grmp_edge.runs import latest_run
+    from grmp_edge.train.protocol import evaluate_checkpoint
+
+    if checkpoint is None:
+        checkpoint = latest_run("train", "best/spec.json") / "best"
+    metrics = evaluate_checkpoint(checkpoint, data, device=device, batch_size=batch_size)
+    table = Table(title=f"{checkpoint} on {data} ({metrics.pop('n')} images)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for metric, value in metrics.items():
+        table.add_row(metric, f"{value:.4f}")
+    Console().print(table)

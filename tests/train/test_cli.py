@@ -1,0 +1,106 @@
+"""``grmp-edge train`` / ``grmp-edge eval`` end to end, and their one-line user errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from graded_corpus import make_graded_corpus
+from grmp_edge.cli import main
+
+torch.set_num_threads(1)  # the test machines are shared; oversubscribed threads are 5x slower
+
+TINY = ["--backbone", "grmp-tiny", "--pretrained", "none", "--vpt-tokens", "2"]
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    target = make_graded_corpus(root / "target", refs=6, levels=10, kinds=("noise",), seed=1)
+    source = make_graded_corpus(root / "source", refs=2, levels=3, kinds=("noise", "impulse", "speckle"), seed=2)
+    return target, source
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ")
+    return err
+
+
+@pytest.mark.slow
+def test_tiny_train_run_raises_srcc_over_the_untrained_model_and_eval_reads_it(corpora, tmp_runs, capsys):
+    """The shipped offline grmp-tiny weights (not random ones: fine-tuning a random ViT on a dozen
+    images is too erratic to assert on) with freshly initialised prompts, meta-trained one epoch."""
+    target, source = corpora
+    code = main(["train", "--data", str(target), "--meta-data", str(source), "--backbone", "grmp-tiny",
+                 "--pretrained", "bootstrap", "--vpt-tokens", "2", "--meta-epochs", "1", "--support-batch", "8",
+                 "--query-batch", "4", "--shots", "12", "--val-size", "12", "--splits", "2", "--epochs", "30",
+                 "--patience", "10", "--lr", "0.003", "--lam", "5", "--name", "tiny"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "test metrics over 2 split(s)" in out and "next: grmp-edge export" in out
+    results = json.loads((tmp_runs / "train" / "tiny" / "results.json").read_text())
+    trained, untrained = results["summary"]["srcc"]["mean"], results["initial_summary"]["srcc"]["mean"]
+    assert trained > untrained + 0.3, (trained, untrained)
+    assert results["plan"]["finetune"]["lam"] == 5.0 and results["quick_trial"] is False
+
+    # eval without --checkpoint finds the run's best/.
+    assert main(["eval", "--data", str(target), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "srcc" in out and "plcc_logistic" in out and "60 images" in out
+
+
+def test_quick_trial_meta_only_run_gives_a_checkpoint_and_resumes(corpora, tmp_runs, capsys):
+    _, source = corpora
+    args = ["train", "--data", str(source), *TINY, "--stage", "meta", "--meta-epochs", "1", "--meta-algo", "reptile",
+            "--support-batch", "4", "--query-batch", "2", "--preprocess", "release", "--name", "quick"]
+    code = main(args)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "quick-trial mode" in out
+    spec = json.loads((tmp_runs / "train" / "quick" / "best" / "spec.json").read_text())
+    assert spec["preprocess"]["policy"] == "release" and spec["preprocess"]["size"] == 96
+    # Resuming the finished run redoes nothing; resuming with other settings is refused.
+    assert main([*args, "--resume"]) == 0
+    assert "meta pre-training already done" in capsys.readouterr().out
+    assert main([*args, "--resume", "--seed", "1"]) == 2
+    assert "different settings (finetune.seed, meta.seed, protocol.seed, seed)" in one_line_error(capsys)
+
+
+def test_bad_manifest_is_a_one_line_error(tmp_path, tmp_runs, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image,quality\na.png,1\n")
+    assert main(["train", "--data", str(bad), *TINY]) == 2
+    assert "missing column 'score'" in one_line_error(capsys)
+    assert not (tmp_runs / "train").exists() or not any((tmp_runs / "train").iterdir())
+
+
+def test_too_few_images_for_the_shots(corpora, tmp_runs, capsys):
+    target, _ = corpora
+    assert main(["train", "--data", str(target), "--stage", "finetune", *TINY, "--shots", "50"]) == 2
+    assert "too few images for 50 shots" in one_line_error(capsys)
+
+
+def test_meta_task_without_a_query_image(tmp_path, corpora, tmp_runs, capsys):
+    target, source = corpora
+    lonely = tmp_path / "lonely.csv"
+    lines = source.read_text().splitlines()
+    header, first = lines[0], lines[1]
+    image = str(source.parent / first.split(",")[0])
+    lonely.write_text(f"{header}\n" + first.replace(first.split(",")[0], image) + "\n")
+    assert main(["train", "--data", str(target), "--meta-data", str(lonely), "--stage", "meta", *TINY]) == 2
+    assert "fewer than 2 images" in one_line_error(capsys)
+
+
+def test_non_vit_backbone_is_refused(corpora, tmp_runs, capsys):
+    target, _ = corpora
+    assert main(["train", "--data", str(target), "--stage", "finetune", "--backbone", "RN50",
+                 "--pretrained", "none", "--shots", "12", "--val-size", "5"]) == 2
+    assert "ResNet" in one_line_error(capsys)
+
+
+def test_eval_without_any_run_says_what_to_do(corpora, tmp_runs, capsys):
+    target, _ = corpora
+    assert main(["eval", "--data", str(target)]) == 2
+    assert "grmp-edge train" in one_line_error(capsys)
