@@ -127,6 +127,41 @@ def evaluate(pred, target) -> dict[str, float]:
     }
 
 
+def level_srcc(scores, levels, groups, refs=None) -> dict[str, dict[str, float | None]]:
+    """Per distortion type, the SRCC of score against *negated* level (higher level = worse = lower score).
+
+    ``pooled`` ranks all images of a type together (content differences between photos count
+    against the model); ``per_photo`` ranks the levels within each reference photo and averages
+    (what a fixed camera sees as one scene degrades). Undefined correlations (fewer than 3 images,
+    constant scores) are None and left out of the means.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    levels = np.asarray(levels, dtype=np.float64)
+    groups = np.asarray(groups, dtype=object)
+    refs = np.asarray(refs if refs is not None else ["all"] * len(scores), dtype=object)
+    out: dict[str, dict[str, float | None]] = {}
+    for g in dict.fromkeys(groups.tolist()):
+        m = groups == g
+        pooled = _try_srcc(scores[m], -levels[m])
+        per = [_try_srcc(scores[m & (refs == r)], -levels[m & (refs == r)]) for r in dict.fromkeys(refs[m].tolist())]
+        per = [v for v in per if v is not None]
+        out[str(g)] = {"pooled": pooled, "per_photo": float(np.mean(per)) if per else None}
+    return out
+
+
+def mean_level_srcc(table: dict[str, dict[str, float | None]], types=None, key: str = "pooled") -> float | None:
+    """Mean of one column of :func:`level_srcc` over ``types`` (default: all), ignoring undefined entries."""
+    vals = [row[key] for t, row in table.items() if (types is None or t in types) and row[key] is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _try_srcc(a: np.ndarray, b: np.ndarray) -> float | None:
+    try:
+        return srcc(a, b)
+    except MetricError:
+        return None
+
+
 def summarize(per_split: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
     """Mean, median and (sample) std of each metric over splits."""
     if not per_split:

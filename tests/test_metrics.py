@@ -71,3 +71,17 @@ def test_evaluate_and_summarize(pair):
     assert summary["srcc"]["median"] == pytest.approx(0.8)
     assert summary["srcc"]["std"] == pytest.approx(0.1)
     assert summary["srcc"]["n"] == 3
+
+
+def test_level_srcc_pooled_and_per_photo():
+    levels = np.array([1, 2, 3, 1, 2, 3, 1, 2, 3])
+    groups = ["blur"] * 6 + ["noise"] * 3
+    refs = ["a", "a", "a", "b", "b", "b", "a", "a", "a"]
+    # Within each photo blur scores fall with level; photo b is brighter overall, so pooling mixes them.
+    scores = np.array([0.5, 0.4, 0.3, 0.9, 0.8, 0.7, 0.1, 0.2, 0.3])
+    table = metrics.level_srcc(scores, levels, groups, refs)
+    assert table["blur"]["per_photo"] == pytest.approx(1.0)
+    assert table["blur"]["pooled"] < 1.0
+    assert table["noise"]["pooled"] == pytest.approx(-1.0)
+    assert metrics.mean_level_srcc(table, key="per_photo") == pytest.approx(0.0)
+    assert metrics.mean_level_srcc(table, types=["blur"], key="per_photo") == pytest.approx(1.0)
