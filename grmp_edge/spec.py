@@ -161,6 +161,7 @@ class BundleManifest:
     gates: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)  # where it came from, e.g. {"checkpoint": path}
     schema_version: int = BUNDLE_SCHEMA_VERSION
 
     @property
@@ -176,6 +177,7 @@ class BundleManifest:
             "gates": self.gates,
             "calibration": self.calibration,
             "versions": self.versions,
+            "source": self.source,
         }
 
     @classmethod
@@ -194,6 +196,7 @@ class BundleManifest:
             gates=data.get("gates", {}),
             calibration=data.get("calibration", {}),
             versions=data.get("versions", {}),
+            source=data.get("source", {}),
             schema_version=version,
         )
 

@@ -30,10 +30,12 @@ def test_model_spec_round_trip(tmp_path):
 
 
 def test_bundle_manifest_round_trip_and_newer_schema(tmp_path):
-    manifest = BundleManifest(model=ModelSpec(), files=[BundleFile("m.onnx", "ab" * 32, "fp32", targets=["onnxruntime"])])
+    manifest = BundleManifest(model=ModelSpec(), files=[BundleFile("m.onnx", "ab" * 32, "fp32", targets=["onnxruntime"])],
+                              source={"checkpoint": "runs/train/exp/best"})
     path = manifest.save(tmp_path / "manifest.json")
     again = BundleManifest.load(path)
     assert again.files == manifest.files and again.preprocess == manifest.preprocess
+    assert again.source == {"checkpoint": "runs/train/exp/best"}
     data = json.loads(path.read_text())
     data["schema_version"] = BUNDLE_SCHEMA_VERSION + 1
     path.write_text(json.dumps(data))

@@ -56,6 +56,7 @@ class BundleWriter:
         self.files: list[BundleFile] = []
         self.gates: dict[str, Any] = {}
         self.calibration: dict[str, Any] = {}
+        self.source: dict[str, Any] = {}
         self.staging = self.out_dir.parent / f".{self.out_dir.name}.partial-{os.getpid()}"
         if self.staging.exists():
             shutil.rmtree(self.staging)
@@ -89,7 +90,8 @@ class BundleWriter:
     def manifest(self) -> BundleManifest:
         """The manifest as it stands."""
         return BundleManifest(model=self.model, files=list(self.files), gates=dict(self.gates),
-                              calibration=dict(self.calibration), versions=producing_versions())
+                              calibration=dict(self.calibration), versions=producing_versions(),
+                              source=dict(self.source))
 
     def commit(self) -> BundleManifest:
         """Re-hash every file, write ``manifest.json`` last and move the bundle to ``out_dir``."""

@@ -147,6 +147,7 @@ def export_bundle(checkpoint: Path | None = None, precision: str = "fp16", fmt: 
         model = load_checkpoint(checkpoint)
         out_dir = new_run_dir("export", name)
         with BundleWriter(out_dir, model.spec) as bundle:
+            bundle.source = {"checkpoint": str(Path(checkpoint).resolve())}
             step("reading calibration / eval images")
             data = load_calibration(calib, model.spec.preprocess, num_calib, num_eval, seed)
             bundle.calibration = {**data.summary(), "method": calib_method if "int8_qdq" in variants else None}

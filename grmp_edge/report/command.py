@@ -49,7 +49,7 @@ def bench(
 
 def source_checkpoint(bundle) -> Optional[Path]:
     """The checkpoint the bundle was exported from, when it is still on this machine."""
-    recorded = bundle.manifest.calibration.get("checkpoint") or bundle.manifest.versions.get("checkpoint")
+    recorded = bundle.manifest.source.get("checkpoint")
     if recorded and (Path(recorded) / "spec.json").exists():
         return Path(recorded)
     return None

@@ -64,6 +64,7 @@ def test_export_all_from_latest_training_run(runs, capsys):
     for precision in ("fp16", "int8", "fp32"):  # the exact commands that use what was written
         assert f"grmp-edge run --bundle {folder} --precision {precision}\n" in out
     bundle = load_bundle(folder)  # the runtime's reader, hash checks included
+    assert bundle.manifest.source["checkpoint"] == str((runs / "train" / "tiny" / "best").resolve())
     files = {f.path: f for f in bundle.manifest.files}
     assert set(files) == {"model_fp32.onnx", "model_fp16.onnx", "model_int8_qdq.onnx", "model_int8_cpu.onnx"}
     for f in bundle.manifest.files:
