@@ -74,6 +74,11 @@ def record_invocation(argv: list[str]) -> None:
     _ARGV[:] = list(argv)
 
 
+def invocation() -> list[str]:
+    """The recorded arguments of this invocation."""
+    return list(_ARGV)
+
+
 def command_line() -> str:
     """The exact ``grmp-edge ...`` command being run, for result files that say how they were made."""
     import shlex

@@ -59,7 +59,7 @@ def discover_variants(bundle, checkpoint: Path | None) -> list[Variant]:
     variants: list[Variant] = []
     torch_ok = importlib.util.find_spec("torch") is not None
     if checkpoint is not None:
-        v = Variant("pytorch fp32", "pytorch", str(checkpoint), "fp32", "pytorch-eager", "checkpoint",
+        v = Variant("pytorch eager fp32", "pytorch", str(checkpoint), "fp32", "pytorch-eager", "checkpoint",
                     size_mb=_size_mb(checkpoint))
         if not torch_ok:
             v.status, v.reason = "skipped", "torch is not installed (pip install 'grmp-edge[train]')"
@@ -80,7 +80,7 @@ def discover_variants(bundle, checkpoint: Path | None) -> list[Variant]:
                                         reason="onnxruntime is not installed"))
             for provider in available:
                 label = BACKEND_OF_PROVIDER[provider]
-                variants.append(Variant(f"{label} {f.precision} ({Path(f.path).stem})", "onnxruntime", f.path,
+                variants.append(Variant(f"{label} {Path(f.path).stem.replace('model_', '')}", "onnxruntime", f.path,
                                         f.precision, label, "onnx", provider=provider, size_mb=size))
         elif f.format == "plan":
             v = Variant(f"tensorrt {f.precision}", "tensorrt", f.path, f.precision, "tensorrt", "plan", size_mb=size)

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from grmp_edge.artifacts import atomic_write_json
-from grmp_edge.runtime.preprocess import normalize, preprocess
+from grmp_edge.runtime.preprocess import preprocess
 from grmp_edge.spec import PreprocessSpec
 
 Infer = Callable[[np.ndarray], np.ndarray]
@@ -31,17 +31,19 @@ def latency_stats(samples_ms: list[float]) -> dict[str, float]:
 
 
 def _open_pytorch(v: dict) -> tuple[Infer, Callable[[], float | None]]:
+    """PyTorch eager on the folded model: the same image-only math as the graphs (text side constant),
+    so the comparison is engine against engine, not a text tower recomputed per call against none."""
     import torch
 
+    from grmp_edge.export.fold import fold_prompts
     from grmp_edge.train.model import load_checkpoint
 
     torch.set_num_threads(v["threads"])
-    model = load_checkpoint(v["path"]).eval()
-    spec = PreprocessSpec.from_dict(v["spec"])
+    model = fold_prompts(load_checkpoint(v["path"]))
 
     def infer(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return model.quality(torch.from_numpy(normalize(batch, spec))).float().numpy()
+            return model(torch.from_numpy(np.ascontiguousarray(batch))).float().numpy()
 
     return infer, lambda: None
 

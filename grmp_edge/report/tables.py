@@ -102,4 +102,7 @@ def print_table(report: dict) -> None:
         if row["status"] != "ok":
             cells[1] = f"{row['status']}: {row['reason'][:60]}"
         table.add_row(*cells)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a log file gets the whole table, not 80 columns of ellipses
+        console = Console(width=200)
+    console.print(table)
