@@ -213,3 +213,23 @@ def tiny_graph(tiny_vit, tiny_images, tmp_path_factory) -> TinyGraph:
     with torch.no_grad():
         scores = tiny_vit(torch.from_numpy(images)).numpy()
     return TinyGraph(path, images, levels, scores)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """grmp-tiny with random weights (few prompts keep it fast; folding does not depend on the count)."""
+    import torch
+
+    from grmp_edge.train.model import build_model, model_spec
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    return build_model(model_spec("grmp-tiny", None, vpt_tokens=8)).eval()
+
+
+@pytest.fixture(scope="module")
+def crops(model):
+    """70 real-photo crops (the bundled photos, several crops each) at the model's input size."""
+    from grmp_edge.export.calibration import load_calibration
+
+    return load_calibration(None, model.spec.preprocess, 16, 70).eval.images

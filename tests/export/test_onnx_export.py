@@ -12,7 +12,6 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from grmp_edge.errors import GrmpError  # noqa: E402
-from grmp_edge.export.calibration import load_calibration  # noqa: E402
 from grmp_edge.export.fold import fold_prompts  # noqa: E402
 from grmp_edge.export.gates import run_onnx  # noqa: E402
 from grmp_edge.export.onnx_export import (  # noqa: E402
@@ -26,21 +25,6 @@ from grmp_edge.export.onnx_export import (  # noqa: E402
 )
 from grmp_edge.export.trt_support import check_tensorrt_support  # noqa: E402
 from grmp_edge.spec import ModelSpec, PreprocessSpec  # noqa: E402
-from grmp_edge.train.model import build_model, model_spec  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def model():
-    """grmp-tiny with random weights (few prompts keep it fast; folding does not depend on the count)."""
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    return build_model(model_spec("grmp-tiny", None, vpt_tokens=8)).eval()
-
-
-@pytest.fixture(scope="module")
-def crops(model):
-    """70 real-photo crops (the bundled photos, several crops each) at the model's input size."""
-    return load_calibration(None, model.spec.preprocess, 16, 70).eval.images
 
 
 @pytest.fixture(scope="module")
