@@ -37,8 +37,10 @@ def accuracy_vs_latency(report: dict, out: Path) -> list[dict]:
     xy = [(r["p50_ms"], r["srcc"]) for r in pts]
     if xy:
         ax.scatter([p[0] for p in xy], [p[1] for p in xy], s=40, zorder=3)
-        for r, (x, y) in zip(pts, xy):
-            ax.annotate(r["variant"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        # Neighbours in latency alternate above and below their point, so close labels do not overprint.
+        for rank, i in enumerate(sorted(range(len(xy)), key=lambda k: xy[k][0])):
+            ax.annotate(pts[i]["variant"], xy[i], textcoords="offset points",
+                        xytext=(5, 5 if rank % 2 == 0 else -11), fontsize=7)
         front = [xy[i] for i in pareto_front(xy)]
         ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="tab:red", label="Pareto front", zorder=2)
         ax.legend(loc="lower right")
