@@ -184,10 +184,16 @@ def image_size_of(cfg: dict[str, Any]) -> int:
 
 def model_spec(backbone: str = "ViT-B-16", pretrained: str | None = "openai", **fields: Any) -> ModelSpec:
     """A :class:`ModelSpec` with the backbone's full config and CLIP preprocessing at its input size
-    (with the pretrained tag's own mean/std where it declares them)."""
+    (with the pretrained tag's own mean/std where it declares them).
+
+    ``grmp-tiny`` is the exception: its bootstrap learned distortions from native-resolution 96 px
+    crops of 256 px images, and shrinking a whole frame to 96 px would hide the blur and noise it
+    learned to see, so its spec scales the shorter side to 256 and centre-crops 96 px."""
     cfg = backbone_config(backbone, pretrained)
     if "preprocess" not in fields:
         pre = PreprocessSpec.clip(image_size_of(cfg))
+        if backbone == BOOTSTRAP_BACKBONE:
+            pre = replace(pre, resize=256)
         tag_cfg = open_clip.get_pretrained_cfg(backbone, pretrained) if pretrained else {}
         if tag_cfg.get("mean") and tag_cfg.get("std"):
             pre = replace(pre, mean=tuple(tag_cfg["mean"]), std=tuple(tag_cfg["std"]))
