@@ -59,7 +59,7 @@ def to_markdown(report: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads; GPU: {_fmt(_get(m, 'gpu', 'name'))}; "
         f"GEMM peak {m['gemm_peak_gflops']['peak']:.1f} GFLOP/s ({m['gemm_peak_gflops']['matrix']}).",
         f"Data: {report['data']} ({report['images']} images); model: "
-        f"{_fmt(report['model_cost'].get('params'))} params, "
+        f"{report['model_cost'].get('params', 0) / 1e6:.2f} M parameters, "
         f"{_fmt(report['model_cost'].get('gflops_per_image'))} GFLOP/image.",
         f"Settings: batches {report['settings']['batches']}, warm-up {report['settings']['warmup']}, "
         f"{report['settings']['iters']} iterations.", "",

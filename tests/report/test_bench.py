@@ -58,7 +58,7 @@ def test_bench_writes_report_table_and_plot(tmp_path, tmp_runs, labelled, capsys
         lat = r["latency_ms"]["infer"]
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] and lat["n"] == 5
         assert r["throughput"]["batch"] == 4 and r["throughput"]["images_per_s"] > 0
-        assert r["peak_rss_mb"] > 10
+        assert 10 < r["peak_rss_mb"] < 1000  # the child's own peak, not the test process's
     plan = next(v for v in rows.values() if v["format"] == "plan")
     assert plan["status"] == "skipped" and "tensorrt" in plan["reason"]
     with open(out / "report.csv") as f:
