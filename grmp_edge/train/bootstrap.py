@@ -128,20 +128,21 @@ def cached_weights_path() -> Path:
     return cache_root() / "bootstrap" / f"{BACKBONE}.safetensors"
 
 
-def bootstrap_weights() -> Path:
-    """The bootstrap weights file: shipped copy, else cached copy, else built now (once) from the
-    photos bundled with scikit-image, with a progress bar."""
-    for path in (SHIPPED_WEIGHTS, cached_weights_path()):
-        if path.is_file():
-            return path
+def bootstrap_weights(rebuild: bool = False) -> Path:
+    """The bootstrap weights file: a locally built copy in the cache, else the shipped copy, else
+    built now (once) from the photos bundled with scikit-image, with a progress bar. ``rebuild``
+    builds a fresh cached copy even when one exists (``grmp-edge train --pretrained bootstrap --rebuild``)."""
+    if not rebuild:
+        for path in (cached_weights_path(), SHIPPED_WEIGHTS):
+            if path.is_file():
+                return path
     from rich.console import Console
 
     from grmp_edge.data.pristine import bundled_photos
 
     target = cached_weights_path()
     Console(stderr=True).print(
-        f"[bold]No {BACKBONE} bootstrap weights found; building them once "
-        f"(~{DEFAULT_BUILD['minutes']:g} min) into {target}[/bold]")
+        f"[bold]Building the {BACKBONE} bootstrap weights (~{DEFAULT_BUILD['minutes']:g} min) into {target}[/bold]")
     build_bootstrap(target, bundled_photos(), work_dir=target.parent / "corpus" / "bundled", **DEFAULT_BUILD)
     return target
 

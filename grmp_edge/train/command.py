@@ -23,6 +23,7 @@ def train(
     meta_data: List[Path] = typer.Option([], "--meta-data", help="Source manifest(s) whose groups are the meta tasks (repeatable). Without it the groups of --data are used (quick-trial mode)."),
     backbone: str = typer.Option("ViT-B-16", help="open_clip ViT config name (grmp-tiny for the small offline model)."),
     pretrained: str = typer.Option("openai", help="open_clip tag, local checkpoint file, 'bootstrap' (grmp-tiny offline weights) or 'none' (random)."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="With --pretrained bootstrap: rebuild the bootstrap weights on this machine (~10 CPU min) into the cache, and use them from then on."),
     stage: Optional[str] = typer.Option(None, help="meta | finetune | all (default: all, or finetune when --checkpoint is given)."),
     checkpoint: Optional[Path] = typer.Option(None, help="Start from this checkpoint folder (e.g. a run's meta/) instead of a fresh backbone."),
     meta_algo: str = typer.Option("continual", help="continual (the release's behaviour) or reptile (textbook).", rich_help_panel=_HELP_PANEL_META),
@@ -60,6 +61,12 @@ def train(
     from grmp_edge.train.meta import MetaConfig
     from grmp_edge.train.protocol import ProtocolConfig, TrainPlan, check_plan, run_training
 
+    if rebuild:
+        if pretrained != "bootstrap":
+            raise GrmpError("--rebuild rebuilds the offline bootstrap weights: use it with --pretrained bootstrap")
+        from grmp_edge.train.bootstrap import bootstrap_weights
+
+        bootstrap_weights(rebuild=True)
     if stage is None:
         stage = "finetune" if checkpoint else "all"
     if checkpoint is not None and not (checkpoint / "spec.json").is_file():

@@ -158,10 +158,14 @@ def test_bootstrap_is_built_once_then_cached(tiny_build, tmp_path, monkeypatch):
     second = gm.create_backbone("grmp-tiny", "bootstrap")
     assert builds == [tmp_path / "cache" / "bootstrap" / "grmp-tiny.safetensors"]
     assert torch.equal(first.visual.proj, second.visual.proj)
-    # the shipped copy wins over the cache
+    # a locally (re)built copy wins over the shipped one; --rebuild builds again even when one exists
     shipped = tmp_path / "shipped.safetensors"
     shipped.write_bytes((folder / "tiny.safetensors").read_bytes())
     monkeypatch.setattr(bs, "SHIPPED_WEIGHTS", shipped)
+    cached = tmp_path / "cache" / "bootstrap" / "grmp-tiny.safetensors"
+    assert bs.bootstrap_weights() == cached
+    assert bs.bootstrap_weights(rebuild=True) == cached and len(builds) == 2
+    cached.unlink()
     assert bs.bootstrap_weights() == shipped
 
 
