@@ -42,7 +42,9 @@ def test_tiny_train_run_raises_srcc_over_the_untrained_model_and_eval_reads_it(c
     assert "test metrics over 2 split(s)" in out and "next: grmp-edge export" in out
     results = json.loads((tmp_runs / "train" / "tiny" / "results.json").read_text())
     trained, untrained = results["summary"]["srcc"]["mean"], results["initial_summary"]["srcc"]["mean"]
-    assert trained > untrained + 0.3, (trained, untrained)
+    # Fine-tuning must close a real part of the gap to a perfect ranking, however good the start is
+    # (the bootstrap already ranks noise levels, so the start can be high).
+    assert trained - untrained >= 0.25 * (1 - untrained), (trained, untrained)
     assert results["plan"]["finetune"]["lam"] == 5.0 and results["quick_trial"] is False
 
     # eval without --checkpoint finds the run's best/.
