@@ -391,7 +391,7 @@ def zero_shot_level_srcc(model, manifest_records, preprocess_spec: PreprocessSpe
     ``ref`` names the photo. A ranking with constant scores counts as 0 (it ranks nothing).
     """
     from grmp_edge.data.images import read_rgb
-    from grmp_edge.metrics import srcc
+    from grmp_edge.metrics import level_srcc
     from grmp_edge.runtime.preprocess import native_crops, normalize, resize
 
     records = [r for r in manifest_records if r.group and r.level is not None]
@@ -414,15 +414,7 @@ def zero_shot_level_srcc(model, manifest_records, preprocess_spec: PreprocessSpe
             scores.extend((features @ direction).reshape(len(chunk), -1).mean(dim=1).tolist())
     model.train(was_training)
 
-    def ranked(rows: list[tuple[float, int]]) -> float:
-        values = [s for s, _ in rows]
-        return 0.0 if np.ptp(values) == 0 else srcc(values, [-level for _, level in rows])
-
-    pooled, per_photo = {}, {}
-    for distortion in [t for t in DISTORTIONS if any(r.group == t for r in records)]:
-        rows = [(s, r) for s, r in zip(scores, records) if r.group == distortion]
-        pooled[distortion] = ranked([(s, r.level) for s, r in rows])
-        photos = sorted({str(r.ref) for _, r in rows})
-        per_photo[distortion] = float(np.mean([ranked([(s, r.level) for s, r in rows if str(r.ref) == photo])
-                                               for photo in photos]))
-    return {"pooled": pooled, "per_photo": per_photo}
+    table = level_srcc(scores, [r.level for r in records], [r.group for r in records], [str(r.ref) for r in records])
+    order = [t for t in DISTORTIONS if t in table]
+    # An undefined ranking (constant scores) ranks nothing: it counts as 0 in these means.
+    return {key: {t: table[t][key] or 0.0 for t in order} for key in ("pooled", "per_photo")}
