@@ -81,7 +81,7 @@ HIGH_SCORE = 0.9
 GRADE_DECAY = 2.0
 ZERO_SHOT_PROMPTS = (GENERIC_TEMPLATES[0].format(GENERIC_WORDS[0]), GENERIC_TEMPLATES[0].format(GENERIC_WORDS[-1]))
 # What a first `create_backbone("grmp-tiny", "bootstrap")` without shipped weights builds.
-DEFAULT_BUILD: dict[str, Any] = {"types": None, "minutes": 10.0, "steps": None, "seed": 0}
+DEFAULT_BUILD: dict[str, Any] = {"types": None, "minutes": 10.0, "steps": None, "seed": 0, "patch_dropout": 0.5}
 
 
 def seen_types() -> list[str]:
