@@ -47,9 +47,9 @@ def _ort(mod) -> str:
 
 
 def _cv2(mod) -> str:
-    info = mod.getBuildInformation()
-    gst = any(line.strip().startswith("GStreamer:") and "YES" in line for line in info.splitlines())
-    return "GStreamer: yes" if gst else "GStreamer: NO (CSI cameras need JetPack's OpenCV)"
+    from grmp_edge.runtime.sources import opencv_has_gstreamer
+
+    return "GStreamer: yes" if opencv_has_gstreamer() else "GStreamer: NO (CSI cameras need JetPack's OpenCV)"
 
 
 def _trt(mod) -> str:

@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from grmp_edge import metrics
-from grmp_edge.errors import GrmpError, require
+from grmp_edge.errors import GrmpError
 
 # Minimum SRCC against the FP32 graph, per precision.
 GATE_DEFAULTS = {"fp16": 0.999, "int8": 0.99}
@@ -33,20 +33,11 @@ def onnx_session(path: str | os.PathLike, providers: Sequence[str] | None = None
 
     ``providers`` defaults to the CPU provider, so gates compare like with like on any machine.
     """
-    ort = require("onnxruntime", "runtime")
+    from grmp_edge.runtime.backends import ort_session
+
     if not os.path.isfile(path):
         raise GrmpError(f"ONNX model not found: {path}")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.inter_op_num_threads = 1
-    if threads:
-        options.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(
-            str(path), sess_options=options, providers=list(providers or ["CPUExecutionProvider"])
-        )
-    except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
-        raise GrmpError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from None
+    return ort_session(path, providers or ["CPUExecutionProvider"], threads)
 
 
 def run_onnx(

@@ -116,6 +116,21 @@ def _trt_cache_dir(file: BundleFile) -> Path:
     return base / "grmp-edge" / "ort-tensorrt" / file.sha256[:16]
 
 
+def ort_session(path: str | os.PathLike, providers: Sequence, threads: int | None = None, label: str | None = None):
+    """An ONNX Runtime session with every graph optimisation, one inter-op thread and ``threads``
+    intra-op threads (ORT's default when None); a graph ORT cannot load is a one-line GrmpError."""
+    ort = require("onnxruntime", "runtime")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        raise GrmpError(f"ONNX Runtime cannot load {label or path}: {str(exc).splitlines()[0]}") from None
+
+
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime session over one bundle file, on the first of ``providers`` that initialises.
 
@@ -125,15 +140,10 @@ class OnnxRuntimeBackend(Backend):
     """
 
     def __init__(self, path: Path, file: BundleFile, size: int, providers: Sequence[str], threads: int | None = None):
-        ort = require("onnxruntime", "runtime")
         self.file = file
         self.precision = file.precision
         self._size = size
         self._threads = threads or physical_cores()
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = self._threads
-        options.inter_op_num_threads = 1
         provider_specs = []
         for p in providers:
             if p == TRT_EP:
@@ -145,10 +155,7 @@ class OnnxRuntimeBackend(Backend):
                 }))
             else:
                 provider_specs.append(p)
-        try:
-            self._session = ort.InferenceSession(str(path), sess_options=options, providers=provider_specs)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise GrmpError(f"ONNX Runtime cannot load {file.path}: {str(exc).splitlines()[0]}") from None
+        self._session = ort_session(path, provider_specs, self._threads, label=file.path)
         self._check_io()
         self.providers = list(self._session.get_providers())
         self.name = BACKEND_OF_PROVIDER.get(self.providers[0], f"onnxruntime-{self.providers[0]}")
