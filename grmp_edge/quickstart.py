@@ -114,8 +114,8 @@ def _corpus(root: Path, preset: Preset, steps: Steps, console) -> dict[str, Path
         return out
     manifest = synthesize(train + held, root / "corpus", levels=preset.levels, size=256, seed=0)
     records = load_manifest(manifest)
-    held_refs = {p.stem for p in held}
-    is_held = [any(r.ref == h or str(r.ref).startswith(h) for h in held_refs) for r in records]
+    held_refs = {p.stem for p in held}  # synthesize names each reference by its (unique) stem
+    is_held = [r.ref in held_refs for r in records]
     write_manifest(out["meta"], [r for r, h in zip(records, is_held) if not h and r.group not in HELD_OUT_TYPES])
     write_manifest(out["fewshot"], [r for r, h in zip(records, is_held) if not h and r.group in HELD_OUT_TYPES])
     write_manifest(out["heldout"], [r for r, h in zip(records, is_held) if h])
