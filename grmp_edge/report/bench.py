@@ -25,6 +25,7 @@ from grmp_edge.data.images import read_rgb
 from grmp_edge.data.manifest import load_manifest
 from grmp_edge.errors import GrmpError
 from grmp_edge.report.machine import machine_context, matmul_peak_gflops
+from grmp_edge.runs import slug
 from grmp_edge.runtime.backends import BACKEND_OF_PROVIDER
 from grmp_edge.runtime.preprocess import preprocess
 from grmp_edge.spec import PreprocessSpec
@@ -93,16 +94,20 @@ def discover_variants(bundle, checkpoint: Path | None) -> list[Variant]:
 def prepare_inputs(records, spec: PreprocessSpec, out: Path, max_images: int, frames: int = 8) -> np.ndarray:
     """Decode and preprocess the manifest's images once, for every variant; return the labels."""
     records = records[:max_images]
-    crops = np.stack([preprocess(read_rgb(r.image), spec) for r in records])
-    arrays = {"crops": crops}
-    for i, r in enumerate(records[:frames]):
-        arrays[f"frame_{i}"] = read_rgb(r.image)
+    arrays: dict[str, np.ndarray] = {}
+    crops = []
+    for i, r in enumerate(records):
+        rgb = read_rgb(r.image)
+        crops.append(preprocess(rgb, spec))
+        if i < frames:
+            arrays[f"frame_{i}"] = rgb  # decoded frames for the end-to-end timing
+    arrays["crops"] = np.stack(crops)
     np.savez(out, **arrays)
     return np.array([r.score for r in records], dtype=np.float64)
 
 
 def _run_variant(v: Variant, common: dict, workdir: Path, timeout: float) -> None:
-    spec_path = workdir / f"variant_{_slug(v.name)}.json"
+    spec_path = workdir / f"variant_{slug(v.name)}.json"
     out_path = spec_path.with_suffix(".result.json")
     spec_path.write_text(json.dumps({**common, **asdict(v), "result": None}))
     try:
@@ -120,10 +125,6 @@ def _run_variant(v: Variant, common: dict, workdir: Path, timeout: float) -> Non
     v.reason = result.pop("reason", "")
     result.pop("traceback", None)
     v.result = result
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text)[:60]
 
 
 def _safe(fn, *args) -> float | None:
