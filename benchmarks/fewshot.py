@@ -154,7 +154,8 @@ def build_corpora(s: Settings, workers: int, echo) -> dict:
     from grmp_edge.data.manifest import load_manifest, write_manifest
     from grmp_edge.data.pristine import shared_pristine
     from grmp_edge.data.synth import synthesize
-    from grmp_edge.train.bootstrap import HELD_OUT_TYPES, cache_root, seen_types
+    from grmp_edge.artifacts import cache_root
+    from grmp_edge.train.bootstrap import HELD_OUT_TYPES, seen_types
 
     root = cache_root() / "fewshot"
     cbsd = evenly_spaced(list_images(shared_pristine("cbsd68")), s.source_photos)

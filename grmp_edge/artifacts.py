@@ -48,6 +48,17 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+CACHE_ENV = "GRMP_EDGE_CACHE"
+
+
+def cache_root() -> Path:
+    """grmp-edge's cache folder: ``$GRMP_EDGE_CACHE``, else ``$XDG_CACHE_HOME/grmp-edge``, else
+    ``~/.cache/grmp-edge`` (bootstrap weights, TensorRT timing caches, ORT TensorRT engines)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "grmp-edge"
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's content."""
     h = hashlib.sha256()

@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
     from rich.table import Table
 
     import grmp_edge
-    from grmp_edge.artifacts import atomic_write_json, sha256_file
+    from grmp_edge.artifacts import atomic_write_json, cache_root, sha256_file
     from grmp_edge.data.manifest import load_manifest
     from grmp_edge.data.pristine import bundled_photos
     from grmp_edge.data.synth import synthesize
@@ -99,7 +99,7 @@ def main(argv: list[str]) -> int:
     types = chosen_types(args.types)
     sources = args.sources or bundled_photos()
     out = args.out or bootstrap.cached_weights_path()
-    work = args.work or bootstrap.cache_root() / "bootstrap" / "corpus"
+    work = args.work or cache_root() / "bootstrap" / "corpus"
     train_dir = work / ("-".join(Path(s).stem for s in args.sources) if args.sources else "bundled")
     console.print(f"training on {', '.join(map(str, sources[:3]))}{' ...' if len(sources) > 3 else ''}, "
                   f"{len(types)} types, {args.minutes} min / {args.steps} steps on {args.device}")

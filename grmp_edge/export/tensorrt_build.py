@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
-from grmp_edge.artifacts import atomic_write, atomic_write_bytes, atomic_write_json, sha256_file
+from grmp_edge.artifacts import atomic_write, atomic_write_bytes, atomic_write_json, cache_root, sha256_file
 from grmp_edge.errors import GrmpError, require
 from grmp_edge.runtime.tensorrt_backend import make_logger
 from grmp_edge.spec import read_json
@@ -97,8 +97,8 @@ def current_device_info() -> dict:
 
 
 def default_timing_cache(info: dict) -> Path:
-    """Per TensorRT version and GPU timing cache under ``$XDG_CACHE_HOME/grmp-edge`` (or ``~/.cache``)."""
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "grmp-edge"
+    """Per TensorRT version and GPU timing cache under :func:`grmp_edge.artifacts.cache_root`."""
+    root = cache_root()
     gpu = re.sub(r"[^A-Za-z0-9.]+", "-", info["gpu_name"]).strip("-")
     return root / f"tensorrt-{info['tensorrt_version']}-{gpu}-sm{info['compute_capability']}.timing"
 

@@ -25,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from grmp_edge.artifacts import cache_root
 from grmp_edge.errors import GrmpError, require
 from grmp_edge.runtime.bundle import PRECISIONS, LoadedBundle, auto_precisions
 from grmp_edge.spec import BundleFile
@@ -112,8 +113,7 @@ def physical_cores() -> int:
 
 
 def _trt_cache_dir(file: BundleFile) -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "grmp-edge" / "ort-tensorrt" / file.sha256[:16]
+    return cache_root() / "ort-tensorrt" / file.sha256[:16]
 
 
 def ort_session(path: str | os.PathLike, providers: Sequence, threads: int | None = None, label: str | None = None):

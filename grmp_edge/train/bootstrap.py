@@ -25,7 +25,6 @@ weights never saw; ``scripts/build_bootstrap.py`` reports zero-shot quality on t
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from grmp_edge.artifacts import cache_root
 from grmp_edge.data.distortions import DISTORTIONS
 from grmp_edge.errors import GrmpError, require
 from grmp_edge.spec import PreprocessSpec
@@ -45,7 +45,6 @@ BACKBONE = "grmp-tiny"
 # One type per family (blur, colour, compression, noise, spatial), never used to build the shipped weights.
 HELD_OUT_TYPES = ("lens_blur", "color_saturation_2", "jpeg2000", "impulse_noise", "pixelate")
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "grmp-tiny-bootstrap.safetensors"
-CACHE_ENV = "GRMP_EDGE_CACHE"
 
 # (quality words, severity word) per level of the specific captions; 1 = mildest.
 LEVEL_WORDS = {
@@ -117,11 +116,6 @@ def generic_captions(grade: int, pristine: bool = False) -> list[str]:
 
 
 # --------------------------------------------------------------------------- where the weights live
-
-def cache_root() -> Path:
-    """grmp-edge's cache folder: ``$GRMP_EDGE_CACHE`` or ``~/.cache/grmp-edge``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "grmp-edge").expanduser()
-
 
 def cached_weights_path() -> Path:
     """Where a locally built copy of the bootstrap weights is kept."""

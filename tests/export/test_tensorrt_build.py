@@ -45,6 +45,7 @@ def test_tegra_release_parsing():
 
 
 def test_timing_cache_is_per_version_and_gpu(tmp_path, monkeypatch):
+    monkeypatch.delenv("GRMP_EDGE_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     orin = default_timing_cache(ORIN)
     assert orin.parent == tmp_path / "grmp-edge"

@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
+from grmp_edge.artifacts import CACHE_ENV  # noqa: E402
 from grmp_edge.data.distortions import DISTORTIONS  # noqa: E402
 from grmp_edge.data.manifest import load_manifest  # noqa: E402
 from grmp_edge.data.pristine import bundled_photos  # noqa: E402
@@ -145,7 +146,7 @@ def test_tiny_build_lowers_the_loss_and_writes_fp16(tiny_build):
 def test_bootstrap_is_built_once_then_cached(tiny_build, tmp_path, monkeypatch):
     folder, _ = tiny_build
     monkeypatch.setattr(bs, "SHIPPED_WEIGHTS", tmp_path / "not-shipped.safetensors")
-    monkeypatch.setenv(bs.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     builds = []
 
     def fake_build(out, sources, **kwargs):
