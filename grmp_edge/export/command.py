@@ -87,6 +87,7 @@ def _resolve_checkpoint(checkpoint: Path | None) -> Path:
 
     if checkpoint is None:
         return latest_run("train", "best/spec.json") / "best"
+    checkpoint = Path(checkpoint)  # the Python API accepts str paths too
     if not (checkpoint / "spec.json").is_file():
         raise GrmpError(f"--checkpoint {checkpoint} is not a checkpoint folder (no spec.json)")
     return checkpoint

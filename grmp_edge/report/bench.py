@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from grmp_edge.data.manifest import load_manifest
 from grmp_edge.errors import GrmpError
 from grmp_edge.report.machine import machine_context, matmul_peak_gflops
 from grmp_edge.runs import slug
-from grmp_edge.runtime.backends import BACKEND_OF_PROVIDER
+from grmp_edge.runtime.backends import BACKEND_OF_PROVIDER, physical_cores
 from grmp_edge.runtime.preprocess import preprocess
 from grmp_edge.spec import PreprocessSpec
 
@@ -164,7 +163,7 @@ def run_bench(bundle, data: Path, checkpoint: Path | None, out_dir: Path, batche
     """Run every variant, score and time it, and return the report (also written as report.json)."""
     from grmp_edge.report.flops import graph_cost
 
-    threads = threads or os.cpu_count() or 1
+    threads = threads or physical_cores()  # the runtime's own default, so bench times what run does
     records = load_manifest(data, check_images=False)
     if len(records) < 3:
         raise GrmpError(f"{data} has {len(records)} images; the report needs at least 3 for correlations")

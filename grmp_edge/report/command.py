@@ -15,7 +15,7 @@ def bench(
     batch: str = typer.Option("1,8", "--batch", help="Batch sizes: latency at the first, throughput at the last."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed iterations before timing."),
     iters: int = typer.Option(50, "--iters", help="Timed iterations per measurement."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads [default: all cores]."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads [default: physical cores, as grmp-edge run]."),
     max_images: int = typer.Option(256, "--max-images", help="Score at most this many manifest images."),
     name: Optional[str] = typer.Option(None, "--name", help="Folder name under runs/bench/ [default: exp, exp2, ...]."),
 ) -> None:
