@@ -1,0 +1,201 @@
+"""Check grmp-edge's CUDA paths on one GPU and time PyTorch FP16 inference against FP32, in one run.
+
+What it checks (each part is independent; a failure is recorded and the next part still runs):
+
+* ``train``: ``grmp-edge train`` end to end on ``--device cuda`` in fp32, bf16 and fp16 (fp16 goes
+  through the GradScaler path), ViT-B/16 with deep prompts on a small synthetic graded corpus:
+  wall time per precision, and that every reported metric is finite.
+* ``nccl``: the NCCL backend of this torch build joins a process group and runs the collectives the
+  trainers use (all-reduce of a flat tensor, object broadcast). A single GPU can host only one NCCL
+  rank, so this is world size 1: multi-rank lockstep is checked by the gloo test on CPU.
+* ``latency``: the quality model as it runs in PyTorch on the GPU, batch 1 and 8: eager
+  ``GRMPModel.quality`` (FP32), the folded image tower (uint8 frames in, as exported) in FP32 and
+  under FP16 autocast; CUDA-event timing, median and p10/p90, plus the FP16 scores' SRCC and largest
+  difference against FP32 on the same inputs. These are the PyTorch baselines a TensorRT engine has
+  to beat on the same card.
+
+    python scripts/gpu_check.py --out benchmarks/gpu_check.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backbone", default="ViT-B-16")
+    p.add_argument("--vpt-tokens", type=int, default=100)
+    p.add_argument("--device", default="cuda", help="cuda (cpu only to smoke-test this script)")
+    p.add_argument("--precisions", default="fp32,bf16,fp16", help="training precisions to run")
+    p.add_argument("--batches", default="1,8", help="inference batch sizes to time")
+    p.add_argument("--reps", type=int, default=100, help="timed calls per engine and batch")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/gpu_check.json"))
+    return p.parse_args(argv)
+
+
+def check_train(args, work: Path) -> dict:
+    """``grmp-edge train`` on the GPU once per precision; wall time and the finite test metrics."""
+    sys.path.insert(0, str(REPO / "tests" / "support"))
+    from graded_corpus import make_graded_corpus
+
+    from grmp_edge.cli import main as cli
+
+    target = make_graded_corpus(work / "target", refs=6, levels=6, size=224, kinds=("noise", "blur"), seed=1)
+    source = make_graded_corpus(work / "source", refs=3, levels=4, size=224, kinds=("noise", "blur", "pixelate"))
+    os.environ["GRMP_EDGE_RUNS"] = str(work / "runs")
+    out = {}
+    for precision in args.precisions.split(","):
+        start = time.perf_counter()
+        code = cli(["train", "--data", str(target), "--meta-data", str(source), "--backbone", args.backbone,
+                    "--pretrained", "none", "--vpt-tokens", str(args.vpt_tokens), "--meta-epochs", "2",
+                    "--support-batch", "16", "--query-batch", "8", "--shots", "32", "--val-size", "16",
+                    "--splits", "1", "--epochs", "5", "--patience", "2", "--device", args.device,
+                    "--precision", precision, "--name", precision])
+        seconds = time.perf_counter() - start
+        results = json.loads((work / "runs" / "train" / precision / "results.json").read_text())
+        summary = {k: v["mean"] for k, v in results["summary"].items()}
+        out[precision] = {"exit_code": code, "seconds": round(seconds, 2), "test_metrics": summary,
+                          "finite": all(math.isfinite(v) for v in summary.values())}
+    return out
+
+
+def check_nccl(device: str) -> dict:
+    """Join a one-rank NCCL group and run the trainers' collectives through ``Runtime``."""
+    import torch
+    import torch.distributed as dist
+
+    from grmp_edge.train.distributed import Runtime
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29517")
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", rank=0, world_size=1)
+    try:
+        runtime = Runtime(device=torch.device(device), rank=0, world_size=1, owns_group=True)
+        flat = torch.arange(6, dtype=torch.float32, device=device)
+        dist.all_reduce(flat)
+        obj = runtime.broadcast_object({"best_epoch": 3})
+        box = [{"stop": True}]
+        dist.broadcast_object_list(box, src=0)
+        return {"backend": dist.get_backend(), "nccl_version": ".".join(map(str, torch.cuda.nccl.version())) if device.startswith("cuda") else None,
+                "all_reduce": flat.tolist(), "broadcast_object": obj, "broadcast_object_list": box[0]}
+    finally:
+        dist.destroy_process_group()
+
+
+def _cuda_time(fn, reps: int, device: str) -> list[float]:
+    import torch
+
+    for _ in range(10):
+        fn()
+    if device == "cpu":
+        times = []
+        for _ in range(reps):
+            s = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - s) * 1e3)
+        return times
+    torch.cuda.synchronize()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+    for start, end in events:
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) for s, e in events]
+
+
+def check_latency(args) -> dict:
+    """Median and p10/p90 ms of each PyTorch engine per batch size, and FP16's agreement with FP32."""
+    import torch
+    from scipy.stats import spearmanr
+
+    from grmp_edge.export.fold import fold_prompts
+    from grmp_edge.train.model import build_model, model_spec
+
+    torch.backends.cuda.matmul.allow_tf32 = False  # FP32 means FP32
+    torch.backends.cudnn.allow_tf32 = False
+    model = build_model(model_spec(args.backbone, None, vpt_tokens=args.vpt_tokens)).eval().to(args.device)
+    folded = fold_prompts(model).to(args.device)  # its buffers (prompts, direction, mean/std) too
+    size = model.spec.preprocess.size
+    kind = "cpu" if args.device == "cpu" else "cuda"
+    generator = torch.Generator(args.device).manual_seed(0)
+
+    def frames(n):
+        return torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, device=args.device, generator=generator)
+
+    def fp16(x):
+        with torch.autocast(kind, dtype=torch.float16):
+            return folded(x)
+
+    out = {}
+    with torch.inference_mode():
+        for batch in (int(b) for b in args.batches.split(",")):
+            x, u8 = torch.randn(batch, 3, size, size, device=args.device), frames(batch)
+            engines = {
+                "eager_fp32_quality": lambda: model.quality(x),
+                "folded_fp32": lambda: folded(u8),
+                "folded_fp16_autocast": lambda: fp16(u8),
+            }
+            rows = {}
+            for name, fn in engines.items():
+                ms = np.asarray(_cuda_time(fn, args.reps, args.device))
+                rows[name] = {"median_ms": round(float(np.median(ms)), 3),
+                              "p10_ms": round(float(np.percentile(ms, 10)), 3),
+                              "p90_ms": round(float(np.percentile(ms, 90)), 3), "n": len(ms)}
+            base = rows["eager_fp32_quality"]["median_ms"]
+            for row in rows.values():
+                row["speedup_vs_eager_fp32"] = round(base / row["median_ms"], 2)
+            out[f"batch{batch}"] = rows
+        # Agreement on 64 random frames (random weights: scores differ little, so compare ranks and max error).
+        u8 = frames(64)
+        ref, got = folded(u8).float().cpu().numpy(), fp16(u8).float().cpu().numpy()
+        out["fp16_vs_fp32"] = {"srcc": round(float(spearmanr(ref, got)[0]), 5),
+                               "max_abs_diff": float(np.abs(ref - got).max()), "score_std": float(ref.std())}
+    return out
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    import torch
+
+    result = {
+        "command": "python scripts/gpu_check.py " + shlex.join(argv),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "backbone": args.backbone, "vpt_tokens": args.vpt_tokens,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fn in (("train", lambda: check_train(args, Path(tmp))), ("nccl", lambda: check_nccl(args.device)),
+                         ("latency", lambda: check_latency(args))):
+            start = time.perf_counter()
+            try:
+                result[name] = fn()
+                result[name + "_ok"] = True
+            except Exception as exc:  # a report of what broke, not a crash: the next part still runs
+                result[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
+                result[name + "_ok"] = False
+            result[name + "_seconds"] = round(time.perf_counter() - start, 1)
+            print(json.dumps({name: result[name]}, indent=1)[:4000], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0 if all(result[k + "_ok"] for k in ("train", "nccl", "latency")) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
