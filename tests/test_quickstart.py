@@ -19,6 +19,9 @@ def test_quickstart_fast_end_to_end_and_cached_rerun(tmp_runs, capsys):
                  "bench/quickstart/accuracy_vs_latency.png", "run/quickstart/frames.jsonl",
                  "run/quickstart/score_timeline.png", "quickstart/level_srcc.json"):
         assert (tmp_runs / path).exists(), path
+    summary = json.loads((tmp_runs / "quickstart/summary.json").read_text())
+    assert set(summary["step_seconds"]) == {"corpus", "backbone", "train", "evaluate", "export", "bench", "run"}
+    assert -1 <= summary["level_srcc_mean"]["all"]["pooled"] <= 1 and "all 25 types" in first
     manifest = json.loads((tmp_runs / "export/quickstart/manifest.json").read_text())
     assert {f["precision"] for f in manifest["files"]} == {"fp32", "fp16", "int8"}
     report = json.loads((tmp_runs / "bench/quickstart/report.json").read_text())
