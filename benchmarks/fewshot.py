@@ -1,6 +1,6 @@
 """Few-shot benchmark of GRMP on the offline grmp-tiny backbone, held out twice over (issue 3, "Evidence").
 
-    python benchmarks/fewshot.py            # the committed table (~40 min on 2 shared CPU cores)
+    python benchmarks/fewshot.py            # the committed table (20 min on 2 idle CPU cores, ~40 shared)
     python benchmarks/fewshot.py --quick    # a 2-split smoke run (< 2 min once the corpora are cached)
 
 Held out twice over:
