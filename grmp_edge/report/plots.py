@@ -56,7 +56,9 @@ def accuracy_vs_latency(report: dict, out: Path) -> list[dict]:
 
 
 def score_timeline(jsonl: Path, out: Path) -> dict:
-    """Score, smoothed score and degraded/recovered events over time from a run's JSON lines; returns a summary."""
+    """Score, smoothed score and degraded/recovered events over time from a run's JSON lines; returns a
+    summary. Time is the video's own (``media_s``) when every frame has it, else seconds since the
+    first frame was captured."""
     records = []
     try:
         for line in jsonl.read_text().splitlines():
@@ -71,8 +73,9 @@ def score_timeline(jsonl: Path, out: Path) -> dict:
         raise GrmpError(f"{jsonl} is not JSON lines: {exc}") from None
     if not records:
         raise GrmpError(f"{jsonl} holds no scored frames")
-    t0 = records[0]["ts"]
-    t = [r["ts"] - t0 for r in records]
+    media = all(r.get("media_s") is not None for r in records)
+    t0 = 0.0 if media else records[0]["ts"]
+    t = [(r["media_s"] if media else r["ts"]) - t0 for r in records]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 4), dpi=120)
     ax.plot(t, [r["score"] for r in records], lw=0.8, alpha=0.6, label="score")
@@ -83,7 +86,7 @@ def score_timeline(jsonl: Path, out: Path) -> dict:
             ax.axvline(x, color=color, ls=":", lw=1)
             ax.annotate(r["event"], (x, 0.02), rotation=90, fontsize=7, color=color)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("time (s)")
+    ax.set_xlabel("video time (s)" if media else "time since the first frame (s)")
     ax.set_ylabel("quality (higher = better)")
     ax.legend(loc="upper right")
     atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))

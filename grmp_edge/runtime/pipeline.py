@@ -88,6 +88,8 @@ def frame_record(frame: Frame, score: float, smoothed: Optional[float], event: O
         record["path"] = frame.path
     if frame.gap_s is not None:
         record["gap_s"] = round(frame.gap_s, 3)
+    if frame.media_s is not None:
+        record["media_s"] = round(frame.media_s, 3)
     return record
 
 

@@ -8,6 +8,7 @@ end, always, whatever stopped the run. The record::
     {"frame": 12, "ts": 1767000000.123, "score": 0.61, "smoothed": 0.58, "event": null,
      "latency_ms": {"capture": 3.1, "preprocess": 0.6, "infer": 4.2, "total": 9.0},
      "path": "frames/0012.jpg",   # only for frames read from image files (folder, glob, image)
+     "media_s": 0.48,             # only for video files: the frame's time in the video
      "gap_s": 2.4}                # only on the first frame after a live source came back
 
 ``event`` is ``"degraded"``, ``"recovered"`` or null (see :mod:`grmp_edge.runtime.postprocess`).

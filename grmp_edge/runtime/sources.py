@@ -72,6 +72,7 @@ class Frame:
     capture_ms: float = 0.0
     gap_s: Optional[float] = None
     t_start: float = field(default_factory=time.perf_counter)
+    media_s: Optional[float] = None
 
 
 @dataclass
@@ -205,7 +206,9 @@ class VideoFileSource(FrameSource):
                         self._corrupt(f"{self.path}: frame {index} is not an image")
                     else:
                         capture_ms = (time.perf_counter() - t_start) * 1e3
-                        yield self._delivered(Frame(index, ts, rgb, None, capture_ms, t_start=t_start))
+                        media_s = index / self.fps if self.fps else None
+                        yield self._delivered(Frame(index, ts, rgb, None, capture_ms, t_start=t_start,
+                                                    media_s=media_s))
                 index += 1
         finally:
             cap.release()

@@ -121,6 +121,18 @@ def test_score_timeline_plot(tmp_path):
         assert im.format == "PNG"
 
 
+def test_score_timeline_uses_the_video_time_when_every_frame_has_it(tmp_path):
+    # Scored 3x faster than real time: the plot's axis is the video's 2 s, not the 0.67 s it took.
+    lines = [json.dumps({"frame": i, "ts": 100 + i / 30, "media_s": i / 10, "score": 0.5, "smoothed": 0.5,
+                         "event": None}) for i in range(21)]
+    log = tmp_path / "frames.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    assert score_timeline(log, tmp_path / "t.png")["duration_s"] == pytest.approx(2.0)
+    log.write_text("\n".join(lines[:-1] + [json.dumps({"frame": 20, "ts": 100 + 20 / 30, "score": 0.5,
+                                                         "smoothed": 0.5, "event": None})]) + "\n")
+    assert score_timeline(log, tmp_path / "t.png")["duration_s"] == pytest.approx(20 / 30)
+
+
 def test_run_report_writes_the_timeline(tmp_path, tmp_runs, capsys):
     import cv2
 
@@ -133,6 +145,6 @@ def test_run_report_writes_the_timeline(tmp_path, tmp_runs, capsys):
     _run(["run", "--bundle", str(bundle), "--source", str(video), "--name", "r", "--quiet", "--report"], capsys)
     out = tmp_runs / "run" / "r"
     summary = json.loads((out / "report.json").read_text())
-    assert summary["frames"] == 12
+    assert summary["frames"] == 12 and summary["duration_s"] == pytest.approx(1.1)  # 12 frames at 10 fps
     with Image.open(out / "score_timeline.png") as im:
         assert im.format == "PNG"

@@ -36,6 +36,7 @@ def test_video_delivers_every_frame_in_order_as_rgb(video, make_frame):
     expected = cv2.cvtColor(make_frame(0), cv2.COLOR_BGR2RGB).astype(int)
     assert np.abs(first.astype(int) - expected).mean() < 4  # MJPG is lossy
     assert all(f.path is None and f.capture_ms >= 0 for f in frames)
+    assert [f.media_s for f in frames] == pytest.approx([i / 10 for i in range(24)])  # the fixture is 10 fps
     assert src.stats.frames == 24 and src.stats.corrupt == 0
 
 
@@ -72,6 +73,7 @@ def test_undecodable_video_frames_are_counted_but_the_end_of_the_file_is_not(mon
 def test_stride_keeps_every_kth_frame_with_its_original_index(video):
     frames = list(parse_source(f"file://{video}", stride=5))
     assert [f.index for f in frames] == [0, 5, 10, 15, 20]
+    assert [f.media_s for f in frames] == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
 
 
 def test_an_unreadable_video_is_a_user_error(tmp_path):
