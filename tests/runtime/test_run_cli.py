@@ -23,7 +23,8 @@ def test_video_scores_every_frame_to_stdout_and_the_run_folder(bundle, video, tm
     out, err = capsys.readouterr()
     records = _lines(out)
     assert [r["frame"] for r in records] == list(range(24))
-    assert set(records[0]) == {"frame", "ts", "score", "smoothed", "event", "latency_ms"}
+    assert set(records[0]) == {"frame", "ts", "media_s", "score", "smoothed", "event", "latency_ms"}
+    assert [r["media_s"] for r in records] == pytest.approx([i / 10 for i in range(24)])  # a 10 fps file
     assert 0 < records[0]["score"] < 1
     assert "backend onnxruntime-cpu fp32 model_fp32.onnx" in err
     assert "24 frames" in err and "stopped by end of source" in err
