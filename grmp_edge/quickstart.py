@@ -105,6 +105,20 @@ class Steps:
         finally:
             self.seconds[step] = round(time.perf_counter() - start, 1)
 
+    def run(self, step: str, label: str, inputs: list, output: Path, clear: Path | None, args: list[str],
+            console) -> None:
+        """Run the grmp-edge command ``args`` as ``step``, timed, unless ``output`` exists from a run
+        with the same ``inputs``; ``clear`` (the step's folder) is emptied first."""
+        key = self.key(step, *inputs)
+        with self.timed(step):
+            if self.done(step, key, [output]):
+                console.print(f"[green]reused[/green] {label}")
+                return
+            if clear is not None:
+                shutil.rmtree(clear, ignore_errors=True)
+            _cli(args, console)
+            self.mark(step, key)
+
     def mark(self, step: str, key: str) -> None:
         from grmp_edge.artifacts import atomic_write_json
 
@@ -229,56 +243,34 @@ def quickstart(
 
     console.print(Rule("[3/6] meta-prompt pre-training + few-shot QGR fine-tuning"))
     best = folders["train"] / "best"
-    with steps.timed("train"):
-        key = steps.key("train", steps.state.get("corpus"), asdict(preset))
-        if steps.done("train", key, [best / "spec.json"]):
-            console.print("[green]reused[/green] training run")
-        else:
-            resume = (folders["train"] / "config.json").exists()
-            if not resume:
-                shutil.rmtree(folders["train"], ignore_errors=True)
-            _cli(["train", "--data", str(corpus["fewshot"]), "--meta-data", str(corpus["meta"]),
-                  "--backbone", "grmp-tiny", "--pretrained", "bootstrap", *preset.train_args(), "--name", NAME,
-                  *(["--resume"] if resume else [])], console)
-            steps.mark("train", key)
+    resume = (folders["train"] / "config.json").exists()  # an interrupted run continues
+    steps.run("train", "training run", [steps.state.get("corpus"), asdict(preset)], best / "spec.json",
+              folders["train"] if not resume else None,
+              ["train", "--data", str(corpus["fewshot"]), "--meta-data", str(corpus["meta"]), "--backbone",
+               "grmp-tiny", "--pretrained", "bootstrap", *preset.train_args(), "--name", NAME,
+               *(["--resume"] if resume else [])], console)
     with steps.timed("evaluate"):
         levels = level_table(best, corpus["heldout"])
     atomic_write_json(root / "level_srcc.json", levels)
     _print_levels(levels, console)
 
     console.print(Rule("[4/6] export: FP32, FP16, INT8 graphs with parity and accuracy gates"))
-    with steps.timed("export"):
-        key = steps.key("export", steps.state.get("train"))
-        if steps.done("export", key, [folders["export"] / "manifest.json"]):
-            console.print("[green]reused[/green] bundle")
-        else:
-            shutil.rmtree(folders["export"], ignore_errors=True)
-            _cli(["export", "--checkpoint", str(best), "--precision", "all", "--calib", str(corpus["fewshot"]),
-                  "--name", NAME], console)
-            steps.mark("export", key)
+    steps.run("export", "bundle", [steps.state.get("train")], folders["export"] / "manifest.json", folders["export"],
+              ["export", "--checkpoint", str(best), "--precision", "all", "--calib", str(corpus["fewshot"]),
+               "--name", NAME], console)
 
     console.print(Rule("[5/6] bench: accuracy vs latency of every variant"))
-    with steps.timed("bench"):
-        key = steps.key("bench", steps.state.get("export"), preset.bench_iters)
-        if steps.done("bench", key, [folders["bench"] / "report.md"]):
-            console.print("[green]reused[/green] bench report")
-        else:
-            shutil.rmtree(folders["bench"], ignore_errors=True)
-            _cli(["bench", "--bundle", str(folders["export"]), "--data", str(corpus["heldout"]),
-                  "--iters", str(preset.bench_iters), "--warmup", "3", "--name", NAME], console)
-            steps.mark("bench", key)
+    steps.run("bench", "bench report", [steps.state.get("export"), preset.bench_iters],
+              folders["bench"] / "report.md", folders["bench"],
+              ["bench", "--bundle", str(folders["export"]), "--data", str(corpus["heldout"]),
+               "--iters", str(preset.bench_iters), "--warmup", "3", "--name", NAME], console)
 
     console.print(Rule("[6/6] run: score a real sample video"))
     video = sample_video()
-    with steps.timed("run"):
-        key = steps.key("run", steps.state.get("export"), str(video), preset.video_frames)
-        if steps.done("run", key, [folders["run"] / "score_timeline.png"]):
-            console.print("[green]reused[/green] video run")
-        else:
-            shutil.rmtree(folders["run"], ignore_errors=True)
-            _cli(["run", "--bundle", str(folders["export"]), "--source", str(video), "--max-frames",
-                  str(preset.video_frames), "--name", NAME, "--quiet", "--report"], console)
-            steps.mark("run", key)
+    steps.run("run", "video run", [steps.state.get("export"), str(video), preset.video_frames],
+              folders["run"] / "score_timeline.png", folders["run"],
+              ["run", "--bundle", str(folders["export"]), "--source", str(video), "--max-frames",
+               str(preset.video_frames), "--name", NAME, "--quiet", "--report"], console)
 
     elapsed = time.perf_counter() - started
     means = {k: levels[f"{k}_mean"] for k in ("all", "seen", "unseen")}
