@@ -6,11 +6,14 @@ What it checks (each part is independent; a failure is recorded and the next par
   through the GradScaler path), ViT-B/16 with deep prompts on a small synthetic graded corpus:
   wall time per precision, and that every reported metric is finite.
 * ``nccl``: the NCCL backend of this torch build joins a process group and runs the collectives the
-  trainers use (all-reduce of a flat tensor, object broadcast). A single GPU can host only one NCCL
-  rank, so this is world size 1: multi-rank lockstep is checked by the gloo test on CPU.
-* ``latency``: the quality model as it runs in PyTorch on the GPU, batch 1 and 8: eager
+  trainers use (``Runtime``: all-reduce of a flat tensor, tensor broadcast, object broadcast), called
+  on ``torch.distributed`` directly because ``Runtime`` skips them on one process. A single GPU can
+  host only one NCCL rank, so this is world size 1: multi-rank lockstep is checked by the gloo test
+  on CPU.
+* ``latency``: the quality model as it runs in PyTorch on the GPU, batch 1, 8 and 32: eager
   ``GRMPModel.quality`` (FP32), the folded image tower (uint8 frames in, as exported) in FP32 and
-  under FP16 autocast; CUDA-event timing, median and p10/p90, plus the FP16 scores' SRCC and largest
+  under FP16 autocast; CUDA-event timing summarised as ``grmp-edge bench`` does
+  (:func:`grmp_edge.report.measure.latency_stats`), plus the FP16 scores' SRCC and largest
   difference against FP32 on the same inputs. These are the PyTorch baselines a TensorRT engine has
   to beat on the same card.
 
@@ -42,7 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--vpt-tokens", type=int, default=100)
     p.add_argument("--device", default="cuda", help="cuda (cpu only to smoke-test this script)")
     p.add_argument("--precisions", default="fp32,bf16,fp16", help="training precisions to run")
-    p.add_argument("--batches", default="1,8", help="inference batch sizes to time")
+    p.add_argument("--batches", default="1,8,32", help="inference batch sizes to time")
     p.add_argument("--reps", type=int, default=100, help="timed calls per engine and batch")
     p.add_argument("--out", type=Path, default=Path("benchmarks/gpu_check.json"))
     return p.parse_args(argv)
@@ -75,28 +78,29 @@ def check_train(args, work: Path) -> dict:
 
 
 def check_nccl(device: str) -> dict:
-    """Join a one-rank NCCL group and run the trainers' collectives through ``Runtime``."""
+    """Join a one-rank NCCL group (gloo on CPU) and run the collectives ``Runtime`` uses."""
     import torch
     import torch.distributed as dist
 
-    from grmp_edge.train.distributed import Runtime
-
+    cuda = device.startswith("cuda")
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29517")
-    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", rank=0, world_size=1)
+    dist.init_process_group("nccl" if cuda else "gloo", rank=0, world_size=1)
     try:
-        runtime = Runtime(device=torch.device(device), rank=0, world_size=1, owns_group=True)
         flat = torch.arange(6, dtype=torch.float32, device=device)
         dist.all_reduce(flat)
-        obj = runtime.broadcast_object({"best_epoch": 3})
-        box = [{"stop": True}]
+        weights = torch.ones(3, device=device)
+        dist.broadcast(weights, src=0)
+        box = [{"best_epoch": 3, "stop": False}]
         dist.broadcast_object_list(box, src=0)
-        return {"backend": dist.get_backend(), "nccl_version": ".".join(map(str, torch.cuda.nccl.version())) if device.startswith("cuda") else None,
-                "all_reduce": flat.tolist(), "broadcast_object": obj, "broadcast_object_list": box[0]}
+        version = ".".join(map(str, torch.cuda.nccl.version())) if cuda else None
+        return {"backend": dist.get_backend(), "nccl_version": version,
+                "all_reduce": flat.tolist(), "broadcast": weights.tolist(), "broadcast_object_list": box[0]}
     finally:
         dist.destroy_process_group()
 
 
-def _cuda_time(fn, reps: int, device: str) -> list[float]:
+def _time_ms(fn, reps: int, device: str) -> list[float]:
+    """Milliseconds of ``reps`` calls after 10 warm-up calls: CUDA events on a GPU, perf_counter on CPU."""
     import torch
 
     for _ in range(10):
@@ -119,11 +123,12 @@ def _cuda_time(fn, reps: int, device: str) -> list[float]:
 
 
 def check_latency(args) -> dict:
-    """Median and p10/p90 ms of each PyTorch engine per batch size, and FP16's agreement with FP32."""
+    """Latency statistics of each PyTorch engine per batch size, and FP16's agreement with FP32."""
     import torch
     from scipy.stats import spearmanr
 
     from grmp_edge.export.fold import fold_prompts
+    from grmp_edge.report.measure import latency_stats
     from grmp_edge.train.model import build_model, model_spec
 
     torch.backends.cuda.matmul.allow_tf32 = False  # FP32 means FP32
@@ -152,13 +157,11 @@ def check_latency(args) -> dict:
             }
             rows = {}
             for name, fn in engines.items():
-                ms = np.asarray(_cuda_time(fn, args.reps, args.device))
-                rows[name] = {"median_ms": round(float(np.median(ms)), 3),
-                              "p10_ms": round(float(np.percentile(ms, 10)), 3),
-                              "p90_ms": round(float(np.percentile(ms, 90)), 3), "n": len(ms)}
-            base = rows["eager_fp32_quality"]["median_ms"]
+                stats = latency_stats(_time_ms(fn, args.reps, args.device))
+                rows[name] = {k: v if k == "n" else round(float(v), 3) for k, v in stats.items()}
+            base = rows["eager_fp32_quality"]["p50"]
             for row in rows.values():
-                row["speedup_vs_eager_fp32"] = round(base / row["median_ms"], 2)
+                row["speedup_vs_eager_fp32"] = round(base / row["p50"], 2)
             out[f"batch{batch}"] = rows
         # Agreement on 64 random frames (random weights: scores differ little, so compare ranks and max error).
         u8 = frames(64)
