@@ -220,7 +220,8 @@ def quickstart(
     from grmp_edge.runs import runs_root
 
     console = Console()
-    preset = PRESETS["fast" if fast else "full"]
+    preset_name = "fast" if fast else "full"
+    preset = PRESETS[preset_name]
     runs = runs_root()
     root = runs / NAME
     steps = Steps(root, force)
@@ -274,7 +275,7 @@ def quickstart(
 
     elapsed = time.perf_counter() - started
     means = {k: levels[f"{k}_mean"] for k in ("all", "seen", "unseen")}
-    atomic_write_json(root / "summary.json", {"preset": "fast" if fast else "full", "minutes": round(elapsed / 60, 2),
+    atomic_write_json(root / "summary.json", {"preset": preset_name, "minutes": round(elapsed / 60, 2),
                                               "step_seconds": steps.seconds, "level_srcc_mean": means})
     console.print(Rule("done"))
     console.print(f"finished in {elapsed / 60:.1f} min ("
