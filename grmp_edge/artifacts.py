@@ -4,9 +4,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Optional
+
+from grmp_edge.errors import GrmpError
 
 
 def atomic_write(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
@@ -46,6 +49,41 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write an object as indented JSON atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def check_outputs(outputs: Iterable[tuple[str, Optional[os.PathLike]]], overwrite: bool = False) -> None:
+    """Refuse output paths before any work starts: ``outputs`` is ``(option, path)`` pairs (None
+    skipped). Two options naming one file, a path that is a folder, and (unless ``overwrite``) a
+    file that already exists are refused, so a command never replaces a file it did not create
+    (``run --jsonl bundle/manifest.json`` must not eat a bundle)."""
+    seen: dict[Path, str] = {}
+    for option, path in outputs:
+        if path is None:
+            continue
+        resolved = Path(path).expanduser().resolve()
+        if resolved in seen:
+            raise GrmpError(f"{seen[resolved]} and {option} name the same file {path}")
+        seen[resolved] = option
+        if resolved.is_dir():
+            raise GrmpError(f"{option} {path} is a folder; name a file")
+        # Only regular files are replaced by writing; a device or a FIFO (/dev/null, a pipe) is written to.
+        if resolved.is_file() and not overwrite:
+            raise GrmpError(f"{option} {path} already exists; pass --overwrite to replace it, or name a new file")
+
+
+def replace_folder(new: str | os.PathLike, old: str | os.PathLike) -> Path:
+    """Put the finished folder ``new`` at ``old``, replacing what is there: ``old`` is renamed aside
+    first and deleted only once ``new`` is in place (it is put back if that rename fails)."""
+    new, old = Path(new), Path(old)
+    aside = old.with_name(f".{old.name}.replaced-{os.getpid()}")
+    os.replace(old, aside)
+    try:
+        os.replace(new, old)
+    except BaseException:
+        os.replace(aside, old)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    return old
 
 
 CACHE_ENV = "GRMP_EDGE_CACHE"

@@ -40,19 +40,20 @@ def _check(pred: Sequence[float], target: Sequence[float]) -> tuple[np.ndarray, 
 def srcc(pred, target) -> float:
     """Spearman rank-order correlation."""
     p, t = _check(pred, target)
-    return float(stats.spearmanr(p, t).statistic)
+    # [0], not .statistic: the result objects gained that name in SciPy 1.9/1.10; the floor is 1.7.
+    return float(stats.spearmanr(p, t)[0])
 
 
 def krcc(pred, target) -> float:
     """Kendall rank-order correlation (tau-b)."""
     p, t = _check(pred, target)
-    return float(stats.kendalltau(p, t).statistic)
+    return float(stats.kendalltau(p, t)[0])
 
 
 def plcc(pred, target) -> float:
     """Pearson linear correlation of the raw predictions."""
     p, t = _check(pred, target)
-    return float(stats.pearsonr(p, t).statistic)
+    return float(stats.pearsonr(p, t)[0])
 
 
 def logistic4(x, b1, b2, b3, b4):
@@ -68,8 +69,9 @@ def logistic5(x, b1, b2, b3, b4, b5):
 def fit_logistic(pred, target, params: int = 4) -> Callable[[np.ndarray], np.ndarray]:
     """Fit the 4- or 5-parameter logistic from predictions to targets; return the mapping.
 
-    If the least-squares fit does not converge, the identity-like linear fit is returned instead,
-    so PLCC after the fit never falls below the raw PLCC's linear equivalent.
+    If the least-squares fit does not converge, or there are no more points than parameters (a tiny
+    test split: the curve would pass through every point), the linear fit is returned instead, so
+    PLCC after the fit never falls below the raw PLCC's linear equivalent.
     """
     p, t = _check(pred, target)
     if params == 4:
@@ -81,6 +83,8 @@ def fit_logistic(pred, target, params: int = 4) -> Callable[[np.ndarray], np.nda
     else:
         raise MetricError(f"logistic fit has 4 or 5 parameters, not {params}")
     try:
+        if p.size <= len(p0):
+            raise ValueError("too few points for the logistic")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             coef, _ = optimize.curve_fit(fn, p, t, p0=p0, maxfev=20000)
@@ -105,7 +109,7 @@ def plcc_logistic(pred, target, params: int = 4) -> float:
     mapped = fit_logistic(p, t, params)(p)
     if np.ptp(mapped) == 0:
         return plcc(p, t)
-    return float(stats.pearsonr(mapped, t).statistic)
+    return float(stats.pearsonr(mapped, t)[0])
 
 
 def rmse(pred, target, logistic: bool = True) -> float:

@@ -7,9 +7,12 @@ The root is ``./runs`` unless ``GRMP_EDGE_RUNS`` names another folder.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 from pathlib import Path
+from typing import Callable, Iterator
 
 from grmp_edge.errors import GrmpError
 
@@ -19,17 +22,26 @@ def runs_root() -> Path:
     return Path(os.environ.get("GRMP_EDGE_RUNS", "runs"))
 
 
-def new_run_dir(kind: str, name: str | None = None, exist_ok: bool = False) -> Path:
+def name_taken(kind: str, name: str) -> bool:
+    """Whether ``runs/<kind>/<name>`` holds anything: an empty folder (a placeholder an interrupted
+    run could not remove) does not block its name."""
+    path = runs_root() / kind / name
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
+def new_run_dir(kind: str, name: str | None = None, exist_ok: bool = False,
+                remedy: str = "pick another --name") -> Path:
     """Create and return ``runs/<kind>/<name>``; without a name, the next free ``exp``, ``exp2``, ...
 
-    With ``exist_ok`` an existing folder of that name is reused (for ``--resume``).
+    With ``exist_ok`` an existing folder of that name is reused (for ``--resume``); otherwise a
+    taken name is refused with ``remedy`` (the options the calling command really has).
     """
     base = runs_root() / kind
     base.mkdir(parents=True, exist_ok=True)
     if name:
         path = base / name
-        if path.exists() and not exist_ok:
-            raise GrmpError(f"{path} already exists; pick another --name, or pass --resume / --force")
+        if name_taken(kind, name) and not exist_ok:
+            raise GrmpError(f"{path} already exists; {remedy}")
         path.mkdir(parents=True, exist_ok=True)
         return path
     taken = {p.name for p in base.iterdir()}
@@ -42,6 +54,19 @@ def new_run_dir(kind: str, name: str | None = None, exist_ok: bool = False) -> P
     path = base / candidate
     path.mkdir()
     return path
+
+
+@contextlib.contextmanager
+def discard_on_failure(path: Path, keep: Callable[[Path], bool] = lambda path: False) -> Iterator[Path]:
+    """Remove the run folder ``path`` (made by this invocation) if the block fails or is interrupted,
+    unless ``keep(path)`` says it holds something worth resuming, so that a failed command leaves no
+    half-made folder behind to block its name or be picked up as the newest result."""
+    try:
+        yield path
+    except BaseException:
+        if path.is_dir() and not keep(path):
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def latest_run(kind: str, must_contain: str | None = None) -> Path:

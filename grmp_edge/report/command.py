@@ -7,6 +7,11 @@ from typing import Optional
 import typer
 
 
+MAX_BATCH = 4096
+MAX_ITERS = 1_000_000
+MAX_IMAGES = 1_000_000
+
+
 def bench(
     data: Path = typer.Option(..., "--data", help="Manifest CSV with labels to score (accuracy and agreement)."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle folder [default: latest runs/export/*]."),
@@ -23,28 +28,43 @@ def bench(
     from rich.console import Console
 
     from grmp_edge.errors import GrmpError
+    from grmp_edge.limits import check_memory, check_range, image_bytes_per_input
     from grmp_edge.report.bench import run_bench
     from grmp_edge.report.plots import accuracy_vs_latency
     from grmp_edge.report.tables import print_table, write_tables
-    from grmp_edge.runs import command_line, new_run_dir
+    from grmp_edge.runs import command_line, discard_on_failure, new_run_dir
     from grmp_edge.runtime.bundle import load_bundle
 
     try:
         batches = tuple(int(b) for b in batch.split(","))
     except ValueError:
         raise GrmpError(f"--batch takes comma-separated integers, got {batch!r}") from None
+    for size in batches:
+        check_range("--batch", size, 1, MAX_BATCH)
+    check_range("--warmup", warmup, 0, MAX_ITERS)
+    check_range("--iters", iters, 1, MAX_ITERS)
+    check_range("--threads", threads, 1, 1024)
+    check_range("--max-images", max_images, 3, MAX_IMAGES)
     loaded = load_bundle(bundle)
+    per_input = image_bytes_per_input(loaded.manifest.model)
+    check_memory("--batch", max(batches), per_input, "one batch")
+    # Every image's crop is decoded up front and held for all variants.
+    check_memory("--max-images", max_images, loaded.preprocess.size ** 2 * 3, "the preprocessed images")
     checkpoint = checkpoint or source_checkpoint(loaded)
     out_dir = new_run_dir("bench", name)
     console = Console(stderr=True)
-    report = run_bench(loaded, data, checkpoint, out_dir, batches=(batches[0], batches[-1]), warmup=warmup,
-                       iters=iters, threads=threads, max_images=max_images,
-                       command=command_line(),
-                       progress=lambda n: console.print(f"[cyan]measuring[/cyan] {n}"))
-    write_tables(report, out_dir)
-    accuracy_vs_latency(report, out_dir / "accuracy_vs_latency.png")
+    with discard_on_failure(out_dir):
+        report = run_bench(loaded, data, checkpoint, out_dir, batches=(batches[0], batches[-1]), warmup=warmup,
+                           iters=iters, threads=threads, max_images=max_images,
+                           command=command_line(),
+                           progress=lambda n: console.print(f"[cyan]measuring[/cyan] {n}"))
+        write_tables(report, out_dir)
+        accuracy_vs_latency(report, out_dir / "accuracy_vs_latency.png")
     print_table(report)
     console.print(f"report: {out_dir}/report.md, report.json, report.csv, accuracy_vs_latency.png")
+    if not any(v["status"] == "ok" for v in report["variants"]):
+        # The report (with every reason) is kept, but nothing was measured: not a success.
+        raise GrmpError(f"every variant failed or was skipped; the reasons are in {out_dir / 'report.md'}")
 
 
 def source_checkpoint(bundle) -> Optional[Path]:

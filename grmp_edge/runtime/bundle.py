@@ -15,6 +15,7 @@ onnxruntime-cpu        onnx          onnxruntime-cpu, onnxruntime
 onnxruntime-cuda       onnx          onnxruntime-gpu, onnxruntime, tensorrt
 onnxruntime-tensorrt   onnx          tensorrt, onnxruntime-gpu, onnxruntime
 tensorrt               plan          tensorrt
+tensorrt-rtx           plan          tensorrt-rtx
 =====================  ============  ==================================================
 
 ``precision="auto"`` takes fp16, then fp32, then int8 on the GPU backends and fp32, then int8,
@@ -23,6 +24,7 @@ graph is faster but is asked for with ``--precision int8``), half precision the 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,9 @@ from grmp_edge.spec import BundleFile, BundleManifest, PreprocessSpec, read_json
 
 MANIFEST_NAME = "manifest.json"
 PRECISIONS = ("fp32", "fp16", "int8")
+FILE_FORMATS = ("onnx", "plan", "json")
+# A model input side beyond this is a corrupt or hostile manifest, not a model (ViTs use 224-448).
+MAX_INPUT_SIZE = 4096
 
 # backend -> (file format, accepted file targets best first)
 FILE_PREFERENCE: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -41,6 +46,7 @@ FILE_PREFERENCE: dict[str, tuple[str, tuple[str, ...]]] = {
     "onnxruntime-cuda": ("onnx", ("onnxruntime-gpu", "onnxruntime", "tensorrt")),
     "onnxruntime-tensorrt": ("onnx", ("tensorrt", "onnxruntime-gpu", "onnxruntime")),
     "tensorrt": ("plan", ("tensorrt",)),
+    "tensorrt-rtx": ("plan", ("tensorrt-rtx",)),
 }
 AUTO_PRECISION_CPU = ("fp32", "int8", "fp16")
 AUTO_PRECISION_GPU = ("fp16", "fp32", "int8")
@@ -161,4 +167,38 @@ def load_bundle(path: str | Path | None = None) -> LoadedBundle:
     manifest_path = folder / MANIFEST_NAME
     if not manifest_path.is_file():
         raise GrmpError(f"{folder} is not a bundle: it has no {MANIFEST_NAME}; pass the folder `grmp-edge export` wrote")
-    return LoadedBundle(manifest=BundleManifest.load(manifest_path), folder=folder)
+    try:
+        manifest = BundleManifest.load(manifest_path)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise GrmpError(f"{manifest_path} is malformed ({type(exc).__name__}: {exc}); re-export the bundle") from None
+    check_manifest(manifest, manifest_path)
+    return LoadedBundle(manifest=manifest, folder=folder)
+
+
+def check_manifest(manifest: BundleManifest, path: Path) -> None:
+    """Refuse a manifest whose preprocessing sizes or file entries no backend could use, naming the
+    field, before any file is opened (a hand-edited or hostile manifest must not reach numpy or a
+    backend as a giant allocation or an unknown precision)."""
+    spec = manifest.preprocess
+
+    def bad(what: str) -> GrmpError:
+        return GrmpError(f"{path}: {what}; re-export the bundle")
+
+    for key in ("size", "resize"):
+        value = getattr(spec, key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_INPUT_SIZE:
+            raise bad(f"preprocess {key} must be a whole number of pixels in 1..{MAX_INPUT_SIZE}, got {value!r}")
+    for key in ("mean", "std"):
+        values = getattr(spec, key)
+        if (not isinstance(values, (list, tuple)) or len(values) != 3
+                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)):
+            raise bad(f"preprocess {key} must be 3 finite numbers, got {values!r}")
+    if not all(v > 0 for v in spec.std):
+        raise bad(f"preprocess std must be > 0, got {list(spec.std)!r}")
+    for f in manifest.files:
+        if not isinstance(f.path, str) or not isinstance(f.sha256, str) or not isinstance(f.targets, list):
+            raise bad(f"file entry {f.path!r} needs a path, a sha256 and a list of targets")
+        if f.precision not in PRECISIONS:
+            raise bad(f"file {f.path} names precision {f.precision!r}, not one of {', '.join(PRECISIONS)}")
+        if f.format not in FILE_FORMATS:
+            raise bad(f"file {f.path} names format {f.format!r}, not one of {', '.join(FILE_FORMATS)}")

@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from grmp_edge.errors import GrmpError
+from grmp_edge.runs import discard_on_failure
 
 _HELP_PANEL_META = "Meta pre-training"
 _HELP_PANEL_FT = "Fine-tuning and protocol"
@@ -21,28 +22,28 @@ _HELP_PANEL_FT = "Fine-tuning and protocol"
 def train(
     data: Optional[Path] = typer.Option(None, "--data", help="Target manifest: few-shot splits are drawn from it."),
     meta_data: List[Path] = typer.Option([], "--meta-data", help="Source manifest(s) whose groups are the meta tasks (repeatable). Without it the groups of --data are used (quick-trial mode)."),
-    backbone: str = typer.Option("ViT-B-16", help="open_clip ViT config name (grmp-tiny for the small offline model)."),
-    pretrained: str = typer.Option("openai", help="open_clip tag, local checkpoint file, 'bootstrap' (grmp-tiny offline weights) or 'none' (random)."),
+    backbone: Optional[str] = typer.Option(None, help="open_clip ViT config name (grmp-tiny for the small offline model) [default: ViT-B-16, or the --checkpoint's]."),
+    pretrained: Optional[str] = typer.Option(None, help="open_clip tag, local checkpoint file, 'bootstrap' (grmp-tiny offline weights) or 'none' (random) [default: openai, or the --checkpoint's]."),
     rebuild: bool = typer.Option(False, "--rebuild", help="With --pretrained bootstrap: rebuild the bootstrap weights on this machine (~10 CPU min) into the cache, and use them from then on."),
     stage: Optional[str] = typer.Option(None, help="meta | finetune | all (default: all, or finetune when --checkpoint is given)."),
     checkpoint: Optional[Path] = typer.Option(None, help="Start from this checkpoint folder (e.g. a run's meta/) instead of a fresh backbone."),
-    meta_algo: str = typer.Option("continual", help="continual (the release's behaviour) or reptile (textbook).", rich_help_panel=_HELP_PANEL_META),
-    meta_epochs: int = typer.Option(50, help="Meta pre-training epochs.", rich_help_panel=_HELP_PANEL_META),
-    meta_lr: float = typer.Option(1e-4, help="Inner Adam learning rate.", rich_help_panel=_HELP_PANEL_META),
-    meta_eps: float = typer.Option(0.01, help="Outer step size: theta <- theta - eps * mean(theta - phi).", rich_help_panel=_HELP_PANEL_META),
-    support_batch: int = typer.Option(75, help="Support batch size.", rich_help_panel=_HELP_PANEL_META),
-    query_batch: int = typer.Option(50, help="Query batch size.", rich_help_panel=_HELP_PANEL_META),
+    meta_algo: str = typer.Option("continual", help="continual (the release's: the working copy is never reset), continual-reset (restarts it from the meta weights after every outer step) or reptile (textbook).", rich_help_panel=_HELP_PANEL_META),
+    meta_epochs: Optional[int] = typer.Option(None, help="Meta pre-training epochs. [default: per backbone, see above]", rich_help_panel=_HELP_PANEL_META),
+    meta_lr: Optional[float] = typer.Option(None, help="Inner Adam learning rate. [default: per backbone, see above]", rich_help_panel=_HELP_PANEL_META),
+    meta_eps: Optional[float] = typer.Option(None, help="Outer step size: theta <- theta - eps * mean(theta - phi). [default: per backbone, see above]", rich_help_panel=_HELP_PANEL_META),
+    support_batch: Optional[int] = typer.Option(None, help="Support batch size. [default: per backbone, see above]", rich_help_panel=_HELP_PANEL_META),
+    query_batch: Optional[int] = typer.Option(None, help="Query batch size. [default: per backbone, see above]", rich_help_panel=_HELP_PANEL_META),
     holdout_fraction: float = typer.Option(0.2, help="Fraction of each source's groups held out to pick the meta epoch (0: keep the last).", rich_help_panel=_HELP_PANEL_META),
     lam: float = typer.Option(5.0, "--lam", help="QGR lambda (0 = plain fine-tuning).", rich_help_panel=_HELP_PANEL_FT),
-    shots: int = typer.Option(50, help="Labelled training images per split.", rich_help_panel=_HELP_PANEL_FT),
-    splits: int = typer.Option(10, help="Random 80/20 pool/test splits.", rich_help_panel=_HELP_PANEL_FT),
+    shots: Optional[int] = typer.Option(None, help="Labelled training images per split. [default: per backbone, see above]", rich_help_panel=_HELP_PANEL_FT),
+    splits: Optional[int] = typer.Option(None, help="Random 80/20 pool/test splits. [default: per backbone, see above]", rich_help_panel=_HELP_PANEL_FT),
     val_size: Optional[int] = typer.Option(None, help="Validation images drawn from the pool besides the shots (default max(5, shots/4); 0: fixed epoch budget).", rich_help_panel=_HELP_PANEL_FT),
-    epochs: int = typer.Option(2000, help="Maximum fine-tuning epochs per split.", rich_help_panel=_HELP_PANEL_FT),
-    lr: float = typer.Option(1e-3, help="Fine-tuning SGD learning rate.", rich_help_panel=_HELP_PANEL_FT),
+    epochs: Optional[int] = typer.Option(None, help="Maximum fine-tuning epochs per split. [default: per backbone, see above]", rich_help_panel=_HELP_PANEL_FT),
+    lr: Optional[float] = typer.Option(None, help="Fine-tuning SGD learning rate. [default: per backbone, see above]", rich_help_panel=_HELP_PANEL_FT),
     batch_size: int = typer.Option(64, help="Fine-tuning batch (the whole training set when it fits).", rich_help_panel=_HELP_PANEL_FT),
     patience: int = typer.Option(30, help="lr x0.3 once more than this many epochs in a row bring no better validation score.", rich_help_panel=_HELP_PANEL_FT),
-    unfreeze_blocks: int = typer.Option(4, help="Last blocks of both towers trained in fine-tuning.", rich_help_panel=_HELP_PANEL_FT),
-    vpt_tokens: int = typer.Option(100, help="Visual prompt tokens per block."),
+    unfreeze_blocks: Optional[int] = typer.Option(None, help="Last blocks of both towers trained in fine-tuning. [default: per backbone, see above]", rich_help_panel=_HELP_PANEL_FT),
+    vpt_tokens: Optional[int] = typer.Option(None, help="Visual prompt tokens per block. [default: per backbone, see above]"),
     n_ctx: int = typer.Option(4, help="Learned text context vectors."),
     preprocess: str = typer.Option("clip", help="clip (CLIP's resize/crop/statistics) or release (244/224 square resize, ImageNet statistics)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
@@ -55,28 +56,41 @@ def train(
     """Meta-prompt pre-train and QGR fine-tune a GRMP quality model under the few-shot protocol.
 
     Writes runs/train/<name>/: best/ (checkpoint), meta/, results.json, metrics.jsonl, config.json.
+
+    Options marked "per backbone" default to the paper's ViT-B/16 schedule (50 meta epochs, up to
+    2000 fine-tuning epochs, 100 prompt tokens, 10 splits), except on grmp-tiny, which gets the
+    quickstart's tuned settings (a few meta epochs, 16 prompt tokens, one split: minutes on a CPU).
+    config.json records the values used.
     """
     from grmp_edge.train.distributed import setup_runtime
     from grmp_edge.train.finetune import FinetuneConfig
     from grmp_edge.train.meta import MetaConfig
     from grmp_edge.train.protocol import ProtocolConfig, TrainPlan, check_plan, run_training
 
-    if rebuild:
-        if pretrained != "bootstrap":
-            raise GrmpError("--rebuild rebuilds the offline bootstrap weights: use it with --pretrained bootstrap")
-        from grmp_edge.train.bootstrap import bootstrap_weights
-
-        bootstrap_weights(rebuild=True)
     if stage is None:
         stage = "finetune" if checkpoint else "all"
     if checkpoint is not None and not (checkpoint / "spec.json").is_file():
         raise GrmpError(f"--checkpoint {checkpoint} is not a checkpoint folder (no spec.json)")
+    model = _model_fields(checkpoint, backbone=backbone, pretrained=pretrained, vpt_tokens=vpt_tokens,
+                          n_ctx=n_ctx, preprocess=preprocess)
+    backbone, pretrained, vpt_tokens, n_ctx, preprocess = (model[k] for k in MODEL_FIELDS)
+    given = dict(meta_epochs=meta_epochs, meta_lr=meta_lr, meta_eps=meta_eps, support_batch=support_batch,
+                 query_batch=query_batch, shots=shots, splits=splits, epochs=epochs, lr=lr,
+                 unfreeze_blocks=unfreeze_blocks)
+    chosen = {**backbone_defaults(backbone), **{k: v for k, v in given.items() if v is not None}}
+    meta_epochs, meta_lr, meta_eps, support_batch, query_batch, shots, splits, epochs, lr, unfreeze_blocks = (
+        chosen[k] for k in given)
+    vpt_tokens = chosen["vpt_tokens"] if vpt_tokens is None else vpt_tokens
+    _check_ranges(meta_epochs=meta_epochs, meta_lr=meta_lr, meta_eps=meta_eps, support_batch=support_batch,
+                  query_batch=query_batch, lam=lam, shots=shots, splits=splits, val_size=val_size, epochs=epochs,
+                  lr=lr, batch_size=batch_size, patience=patience, unfreeze_blocks=unfreeze_blocks,
+                  vpt_tokens=vpt_tokens, n_ctx=n_ctx, workers=workers, seed=seed)
     plan = TrainPlan(
         data=str(data) if data else None,
         meta_data=[str(m) for m in meta_data],
         stage=stage,
         backbone=backbone,
-        pretrained=None if pretrained.lower() == "none" else pretrained,
+        pretrained=None if pretrained is None or pretrained.lower() == "none" else pretrained,
         checkpoint=str(checkpoint) if checkpoint else None,
         n_ctx=n_ctx,
         vpt_tokens=vpt_tokens,
@@ -91,17 +105,84 @@ def train(
     plan.meta.check()
     plan.finetune.check()
     check_plan(plan)
+    if rebuild:
+        if pretrained != "bootstrap":
+            raise GrmpError("--rebuild rebuilds the offline bootstrap weights: use it with --pretrained bootstrap")
+        from grmp_edge.train.bootstrap import bootstrap_weights
+
+        bootstrap_weights(rebuild=True)
     runtime = setup_runtime(device, precision)
     try:
         run_dir = runtime.broadcast_object(_run_dir(name, resume) if runtime.is_main else None)
         echo = typer.echo if runtime.is_main else (lambda *_: None)
         echo(f"run folder: {run_dir}  (device {runtime.device}, {runtime.precision}, "
              f"{runtime.world_size} process{'es' if runtime.world_size > 1 else ''})")
-        results = run_training(plan, Path(run_dir), runtime, resume=resume, echo=echo)
+        # A new run that fails before it has anything to resume leaves no folder to block its name.
+        fresh = not resume and runtime.is_main
+        with discard_on_failure(Path(run_dir), keep=lambda path: not fresh or _resumable(path)):
+            results = run_training(plan, Path(run_dir), runtime, resume=resume, echo=echo)
         if runtime.is_main:
             _print_results(results, Path(run_dir))
     finally:
         runtime.close()
+
+
+# The options a checkpoint fixes: it is a trained model of one backbone with one prompt size.
+MODEL_FIELDS = ("backbone", "pretrained", "vpt_tokens", "n_ctx", "preprocess")
+# The paper's schedule (ViT-B/16 on real datasets): every backbone's defaults unless it has its own.
+PAPER_DEFAULTS = {"meta_epochs": 50, "meta_lr": 1e-4, "meta_eps": 0.01, "support_batch": 75, "query_batch": 50,
+                  "shots": 50, "splits": 10, "epochs": 2000, "lr": 1e-3, "unfreeze_blocks": 4, "vpt_tokens": 100}
+
+
+def backbone_defaults(backbone: str) -> dict:
+    """The per-backbone defaults of the schedule options: the paper's, and on grmp-tiny the
+    quickstart's tuned settings, read from its preset (their one home) so the two never drift."""
+    defaults = dict(PAPER_DEFAULTS)
+    if backbone == "grmp-tiny":
+        from grmp_edge.quickstart import PRESETS
+
+        args = PRESETS["full"].train_args()
+        for flag, value in zip(args[::2], args[1::2]):
+            key = flag.lstrip("-").replace("-", "_")
+            if key in defaults:
+                defaults[key] = type(defaults[key])(value)
+    return defaults
+
+
+def _model_fields(checkpoint: Optional[Path], **given) -> dict:
+    """backbone, pretrained, vpt_tokens, n_ctx and preprocess: the checkpoint's when one is given (a
+    value given that differs is refused), else the options (None: the backbone's default)."""
+    if checkpoint is None:
+        return {**given, "backbone": given["backbone"] or "ViT-B-16", "pretrained": given["pretrained"] or "openai"}
+    from grmp_edge.spec import ModelSpec
+
+    spec = ModelSpec.load(checkpoint / "spec.json")
+    saved = {"backbone": spec.backbone, "pretrained": spec.pretrained, "vpt_tokens": spec.vpt_tokens,
+             "n_ctx": spec.n_ctx, "preprocess": spec.preprocess.policy}
+    defaults = {"n_ctx": 4, "preprocess": "clip"}  # the options' own defaults, which are not a choice
+    for key, value in given.items():
+        if value is not None and value != defaults.get(key) and value != saved[key]:
+            raise GrmpError(f"--{key.replace('_', '-')} {value} differs from the checkpoint's {saved[key]} "
+                            f"({checkpoint}); a checkpoint fixes its model, drop the option")
+    return saved
+
+
+def _check_ranges(**values) -> None:
+    """One-line errors for numeric options out of range (NaN and infinity included), before any work."""
+    from grmp_edge.limits import check_range
+
+    bounds = {"meta_epochs": (0, 100_000), "meta_lr": (1e-12, 10.0), "meta_eps": (0.0, 1.0),
+              "support_batch": (1, 65_536), "query_batch": (1, 65_536), "lam": (0.0, 1e6), "shots": (2, 10_000_000),
+              "splits": (1, 10_000), "val_size": (0, 10_000_000), "epochs": (0, 1_000_000), "lr": (1e-12, 10.0),
+              "batch_size": (1, 65_536), "patience": (0, 1_000_000), "unfreeze_blocks": (0, 1000),
+              "vpt_tokens": (0, 10_000), "n_ctx": (1, 64), "workers": (0, 256), "seed": (0, 2**32 - 1)}
+    for key, value in values.items():
+        check_range(f"--{key.replace('_', '-')}", value, *bounds[key])
+
+
+def _resumable(run_dir: Path) -> bool:
+    """Whether a failed run folder holds finished work that ``--resume`` would keep."""
+    return any((run_dir / name).exists() for name in ("state.json", "meta_state.pt", "meta", "best"))
 
 
 def _run_dir(name: str | None, resume: bool) -> str:
@@ -111,7 +192,8 @@ def _run_dir(name: str | None, resume: bool) -> str:
         return str(latest_run("train", "config.json"))
     if resume and name:
         return str(new_run_dir("train", slug(name), exist_ok=True))
-    return str(new_run_dir("train", slug(name) if name else None))
+    return str(new_run_dir("train", slug(name) if name else None,
+                           remedy="pick another --name, or pass --resume to continue it"))
 
 
 def _print_results(results: dict, run_dir: Path) -> None:
@@ -154,9 +236,11 @@ def evaluate(
     from rich.console import Console
     from rich.table import Table
 
+    from grmp_edge.limits import check_range
     from grmp_edge.runs import latest_run
     from grmp_edge.train.protocol import evaluate_checkpoint
 
+    check_range("--batch-size", batch_size, 1, 65_536)
     if checkpoint is None:
         checkpoint = latest_run("train", "best/spec.json") / "best"
     metrics = evaluate_checkpoint(checkpoint, data, device=device, batch_size=batch_size)
