@@ -56,6 +56,11 @@ def _trt(mod) -> str:
     return "TensorRT Python bindings"
 
 
+def _trt_rtx(mod) -> str:
+    targets = ", ".join(n for n in mod.ComputeCapability.__members__ if n.startswith("SM"))
+    return f"builds plans without a GPU for {targets}"
+
+
 CHECKS: list[tuple[str, str, Callable | None]] = [
     ("torch", "torch", _torch),
     ("torchvision", "torchvision", None),
@@ -65,6 +70,7 @@ CHECKS: list[tuple[str, str, Callable | None]] = [
     ("onnxslim", "onnxslim", None),
     ("onnxruntime", "onnxruntime", _ort),
     ("tensorrt", "tensorrt", _trt),
+    ("tensorrt-rtx", "tensorrt_rtx_bindings", _trt_rtx),
     ("cuda-python", "cuda", None),
     ("pycuda", "pycuda", None),
     ("opencv", "cv2", _cv2),

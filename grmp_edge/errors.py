@@ -20,6 +20,7 @@ EXTRA_FOR_MODULE = {
     "onnxruntime": "runtime",
     "cv2": "runtime",
     "tensorrt": "tensorrt",
+    "tensorrt_rtx_bindings": "tensorrt-rtx",
     "cuda": "tensorrt",
     "pycuda": "tensorrt",
     "matplotlib": "report",

@@ -16,8 +16,18 @@ What it checks (each part is independent; a failure is recorded and the next par
   (:func:`grmp_edge.report.measure.latency_stats`), plus the FP16 scores' SRCC and largest
   difference against FP32 on the same inputs. These are the PyTorch baselines a TensorRT engine has
   to beat on the same card.
+* ``runtime``: the exported bundle (same backbone, random weights, FP32 + FP16 graphs) as
+  ``grmp-edge run`` serves it on this GPU: ONNX Runtime's CUDA provider on the FP32 and FP16 graphs,
+  and each TensorRT flavour that imports here (``tensorrt``: plans built on this GPU;
+  ``tensorrt-rtx``: plans built for this GPU's compute capability, kernels compiled on the first
+  load, then reloaded from the runtime cache). Per backend: load seconds, latency per batch size
+  (wall clock around ``infer``, host copies included, as ``grmp-edge bench`` measures), and
+  agreement (SRCC, largest |difference|) with ONNX Runtime's CPU scores of the FP32 graph on the
+  same frames. The CUDA provider needs ``onnxruntime-gpu`` in place of ``onnxruntime``; TensorRT-RTX
+  needs ``grmp-edge[tensorrt-rtx]`` (x86-64), TensorRT ``grmp-edge[tensorrt]``.
 
     python scripts/gpu_check.py --out benchmarks/gpu_check.json
+    python scripts/gpu_check.py --parts runtime --reps 50   # the runtime part alone (a few minutes)
 """
 from __future__ import annotations
 
@@ -37,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+PARTS = ("train", "nccl", "latency", "runtime")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -48,6 +59,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batches", default="1,8,32", help="inference batch sizes to time")
     p.add_argument("--reps", type=int, default=100, help="timed calls per engine and batch")
     p.add_argument("--out", type=Path, default=Path("benchmarks/gpu_check.json"))
+    p.add_argument("--parts", default=",".join(PARTS), help=f"which checks to run, of {', '.join(PARTS)}")
     return p.parse_args(argv)
 
 
@@ -171,6 +183,97 @@ def check_latency(args) -> dict:
     return out
 
 
+def _agreement(ref: np.ndarray, got: np.ndarray) -> dict:
+    from scipy.stats import spearmanr
+
+    return {"srcc": round(float(spearmanr(ref, got)[0]), 5), "max_abs_diff": float(np.abs(ref - got).max())}
+
+
+def _serve(open_fn, frames: np.ndarray, reference: np.ndarray, batches: list[int], reps: int) -> dict:
+    """Open a backend, score ``frames`` and time ``infer`` per batch size; never raises."""
+    from grmp_edge.report.measure import latency_stats
+
+    try:
+        start = time.perf_counter()
+        backend = open_fn()
+        row = {"load_seconds": round(time.perf_counter() - start, 2), "describe": backend.describe()}
+        try:
+            cap = backend.max_batch or len(frames)
+            scores = np.concatenate([backend.infer(frames[i:i + cap]) for i in range(0, len(frames), cap)])
+            row["vs_cpu_fp32"] = _agreement(reference, scores)
+            for batch in (b for b in batches if b <= cap):
+                x = frames[:batch]
+                for _ in range(10):
+                    backend.infer(x)
+                times = []
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    backend.infer(x)
+                    times.append((time.perf_counter() - t0) * 1e3)
+                stats = latency_stats(times)
+                row[f"batch{batch}_ms"] = {k: v if k == "n" else round(float(v), 3) for k, v in stats.items()}
+        finally:
+            backend.close()
+        return row
+    except Exception as exc:  # one backend failing is a finding, not the end of the check
+        return {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+
+
+def check_runtime(args, work: Path) -> dict:
+    """The exported bundle served on this GPU by every backend present, against ONNX Runtime's CPU scores."""
+    import importlib.util
+
+    import onnxruntime as ort
+
+    from grmp_edge.export.command import build_plans_from_onnx, export_bundle
+    from grmp_edge.runtime.backends import CPU_EP, CUDA_EP, open_backend
+    from grmp_edge.runtime.bundle import load_bundle
+    from grmp_edge.runtime.plan_compat import FLAVOURS, sm_name
+    from grmp_edge.runtime.tensorrt_backend import gpu_facts
+    from grmp_edge.train.model import build_model, model_spec, save_checkpoint
+
+    os.environ["GRMP_EDGE_RUNS"] = str(work / "runs")
+    os.environ["GRMP_EDGE_CACHE"] = str(work / "cache")  # a cold runtime cache: the first load compiles
+    model = build_model(model_spec(args.backbone, None, vpt_tokens=args.vpt_tokens)).eval()
+    save_checkpoint(model, work / "ckpt")
+    start = time.perf_counter()
+    folder, _ = export_bundle(work / "ckpt", "fp16", name="gpu", allow_drift=True)
+    out = {"export_seconds": round(time.perf_counter() - start, 1), "providers": ort.get_available_providers()}
+    bundle = load_bundle(folder)
+    size = bundle.preprocess.size
+    frames = np.random.default_rng(0).integers(0, 256, (64, size, size, 3), dtype=np.uint8)
+    batches = [int(b) for b in args.batches.split(",")]
+    with open_backend(bundle, "onnxruntime", "fp32", providers=[CPU_EP]) as cpu:
+        reference = np.concatenate([cpu.infer(frames[i:i + 16]) for i in range(0, len(frames), 16)])
+    out["cpu_fp32_score_std"] = float(reference.std())
+    for precision in ("fp32", "fp16"):
+        out[f"onnxruntime-cuda {precision}"] = _serve(
+            lambda: open_backend(bundle, "onnxruntime", precision, providers=[CUDA_EP, CPU_EP]),
+            frames, reference, batches, args.reps)
+    facts, why = gpu_facts()
+    out["gpu"] = facts or why
+    for flavour in FLAVOURS.values():
+        if importlib.util.find_spec(flavour.module) is None:
+            out[flavour.name] = {"skipped": f"{flavour.module} is not installed"}
+            continue
+        for precision in ("fp32", "fp16"):
+            key = f"{flavour.name} {precision}"
+            try:
+                start = time.perf_counter()
+                sm = sm_name(facts["compute_capability"])[3:] if flavour.aot and facts else None
+                build_plans_from_onnx(folder / f"model_{precision}.onnx", trt=flavour.name, sm=sm, allow_drift=True)
+                built = {"build_seconds": round(time.perf_counter() - start, 1)}
+            except Exception as exc:
+                out[key] = {"error": f"build: {type(exc).__name__}: {exc}"[:2000]}
+                continue
+            bundle = load_bundle(folder)
+            opened = lambda: open_backend(bundle, flavour.name, precision)  # noqa: E731
+            out[key] = {**built, **_serve(opened, frames, reference, batches, args.reps)}
+            if flavour.aot:  # the second load reuses the kernels the first one compiled
+                out[key]["second_load"] = _serve(opened, frames[:8], reference[:8], [1], 10)
+    return out
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     import torch
@@ -182,9 +285,15 @@ def main(argv: list[str]) -> int:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "backbone": args.backbone, "vpt_tokens": args.vpt_tokens,
     }
+    parts = [p for p in args.parts.split(",") if p]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        print(f"error: unknown --parts {', '.join(unknown)}; expected some of {', '.join(PARTS)}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory() as tmp:
-        for name, fn in (("train", lambda: check_train(args, Path(tmp))), ("nccl", lambda: check_nccl(args.device)),
-                         ("latency", lambda: check_latency(args))):
+        checks = {"train": lambda: check_train(args, Path(tmp)), "nccl": lambda: check_nccl(args.device),
+                  "latency": lambda: check_latency(args), "runtime": lambda: check_runtime(args, Path(tmp) / "rt")}
+        for name, fn in ((n, checks[n]) for n in parts):
             start = time.perf_counter()
             try:
                 result[name] = fn()
@@ -197,7 +306,7 @@ def main(argv: list[str]) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
-    return 0 if all(result[k + "_ok"] for k in ("train", "nccl", "latency")) else 1
+    return 0 if all(result[k + "_ok"] for k in parts) else 1
 
 
 if __name__ == "__main__":

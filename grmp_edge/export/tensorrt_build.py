@@ -1,15 +1,25 @@
-"""TensorRT plans from the bundle's ONNX graphs, built on the device that will run them.
+"""TensorRT plans from the bundle's ONNX graphs, for both TensorRT flavours through one code path.
+
+* ``tensorrt`` (JetPack / data-centre TensorRT 10 and 11): built on the device that will run it, for
+  its GPU; a timing cache per version and GPU makes rebuilds fast.
+* ``tensorrt-rtx`` (TensorRT for RTX): built ahead of time on any machine, GPU or not, for the
+  compute capabilities asked for (``config.set_compute_capability``; one plan may cover several);
+  kernels are compiled just in time on the first load. Its timing-cache calls are no-ops that log
+  CUDA errors without a GPU, so no timing cache is used.
 
 Written against the TensorRT 10 Python API and kept ready for 11: networks are explicit-batch
 (the only kind since 10), strongly typed (the FP16 graph carries its own Casts and the INT8 graph its
 Q/DQ nodes, so TensorRT must not re-pick precisions), the workspace is a memory-pool limit, one
 optimisation profile covers the batch axis of ``image``, and a timing cache file makes rebuilds fast.
 ``BuilderFlag.FP16`` is used only for the weakly typed fallback (an FP32 graph built as FP16), which
-TensorRT 11 removed.
+TensorRT 11 removed (TensorRT-RTX never had it).
 
-A plan only runs on the TensorRT version and GPU it was built with, so each ``.plan`` gets a sidecar
-JSON saying which; the runtime's :func:`grmp_edge.runtime.plan_compat.check_plan_compatible`
-compares it with the current device and tells the user to rebuild on the device otherwise.
+A plan only runs on the flavour, version and GPUs it was built for, so each ``.plan`` gets a sidecar
+JSON saying which (with the ONNX sha256 and what the plan computes, see
+:mod:`grmp_edge.export.trt_layers`); the runtime's
+:func:`grmp_edge.runtime.plan_compat.check_plan_compatible` compares it with the current device and
+tells the user the rebuild command otherwise. A plan that does not compute what its graph asked
+(an INT8 plan without INT8 GEMMs, FP32 LayerNorms of the FP16 graph left in FP16) fails its gate.
 """
 from __future__ import annotations
 
@@ -17,17 +27,22 @@ import datetime as _dt
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Sequence
 
 from grmp_edge.artifacts import atomic_write, atomic_write_bytes, atomic_write_json, cache_root, sha256_file
-from grmp_edge.errors import GrmpError, require
-from grmp_edge.runtime.tensorrt_backend import make_logger
+from grmp_edge.errors import GrmpError
+from grmp_edge.export import trt_layers
+from grmp_edge.runtime.plan_compat import Flavour, flavour, parse_compute_capability, sm_name
+from grmp_edge.runtime.tensorrt_backend import import_tensorrt, make_logger
 from grmp_edge.spec import read_json
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INPUT_NAME = "image"
 REBUILD_HINT = "rebuild it on this device with `grmp-edge export --engine`"
+# Ampere, Ada and Blackwell consumer GPUs: the RTX targets a plan covers unless --sm says otherwise.
+DEFAULT_RTX_TARGETS = ("8.6", "8.9", "12.0")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,10 +105,39 @@ def load_sidecar(plan_path: str | os.PathLike) -> dict:
 
 
 def current_device_info() -> dict:
-    """``{tensorrt_version, gpu_name, compute_capability, jetpack}`` of this machine, as a sidecar records it."""
+    """``{flavour, tensorrt_version, gpu_name, compute_capability, jetpack}`` of this machine (needs
+    TensorRT and a GPU), as a sidecar of a plan built here records it."""
     from grmp_edge.runtime.tensorrt_backend import device_facts
 
-    return {**device_facts(), "jetpack": jetpack_version()}
+    return {**device_facts("tensorrt"), "jetpack": jetpack_version()}
+
+
+def build_targets(trt, flavour_: Flavour, compute_capabilities: Sequence | None) -> dict:
+    """What a plan is built for, as its sidecar records it: ``{flavour, tensorrt_version,
+    compute_capabilities, gpu_name, compute_capability, jetpack}``.
+
+    ``tensorrt`` builds for this machine's GPU (GrmpError without one; ``compute_capabilities``
+    must be None or name it); ``tensorrt-rtx`` for ``compute_capabilities`` (default
+    :data:`DEFAULT_RTX_TARGETS`), each one its builder knows, with no GPU needed.
+    """
+    if not flavour_.aot:
+        info = current_device_info()
+        here = parse_compute_capability(info["compute_capability"])
+        if compute_capabilities and {parse_compute_capability(c) for c in compute_capabilities} != {here}:
+            raise GrmpError(f"{flavour_.label} builds for the GPU it runs on ({sm_name(here)}); "
+                            "--sm picks the targets of --trt rtx plans only")
+        return {**info, "compute_capabilities": [info["compute_capability"]]}
+    wanted = [f"{m}.{n}" for m, n in (parse_compute_capability(c) for c in compute_capabilities or DEFAULT_RTX_TARGETS)]
+    known = {parse_compute_capability(name[2:]): name for name in trt.ComputeCapability.__members__
+             if re.fullmatch(r"SM\d+", name)}
+    missing = [c for c in wanted if parse_compute_capability(c) not in known]
+    if missing:
+        jetson = "; Jetson Orin (sm_87) plans are built on the Jetson with --trt tensorrt" \
+            if (8, 7) in {parse_compute_capability(c) for c in missing} else ""
+        raise GrmpError(f"{flavour_.label} {trt.__version__} cannot build for {', '.join(sm_name(c) for c in missing)}; "
+                        f"it builds for {', '.join(sm_name(k) for k in sorted(known))}{jetson}")
+    return {"flavour": flavour_.name, "tensorrt_version": trt.__version__, "compute_capabilities": wanted,
+            "gpu_name": None, "compute_capability": None, "jetpack": None}
 
 
 def default_timing_cache(info: dict) -> Path:
@@ -140,11 +184,37 @@ def _parse(trt, network, logger, onnx_path: Path) -> None:
     lines = []
     for i in range(parser.num_errors):
         error = parser.get_error(i)
+        # The API error says why; TensorRT-RTX appends CUDA errors of a machine without a GPU.
+        desc = error.desc().strip().splitlines()
+        why = next((line for line in desc if "Error Code" in line and "Cuda" not in line), desc[0] if desc else "")
+        if why in ("", "false"):  # an op checker's bare verdict: its error code and function say what failed
+            why = f"{getattr(error.code(), 'name', error.code())} in {error.func()}"
         if error.node() >= 0:
-            lines.append(f"node {error.node()} {error.node_name()!r} ({error.node_operator()}): {error.desc()}")
+            lines.append(f"node {error.node_name()!r} ({error.node_operator()}): {why}")
         else:
-            lines.append(f"graph: {error.desc()}")
-    raise GrmpError(f"TensorRT's ONNX parser rejects {onnx_path.name}: " + "; ".join(lines or logger.errors))
+            lines.append(f"graph: {why}")
+    lines = lines or logger.errors
+    more = f" (+{len(lines) - 6} more)" if len(lines) > 6 else ""
+    raise GrmpError(f"TensorRT's ONNX parser rejects {onnx_path.name}: " + "; ".join(lines[:6]) + more)
+
+
+def _network(trt, builder, strongly_typed: bool):
+    flags = 0
+    typed_flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if strongly_typed and typed_flag is not None:  # always on (and the flag deprecated) in TensorRT 11 and -RTX
+        flags |= 1 << int(typed_flag)
+    return builder.create_network(flags)
+
+
+def parse_onnx(onnx_path: str | os.PathLike, flavour_name: str = "tensorrt") -> str:
+    """Parse ``onnx_path`` with a TensorRT flavour's own ONNX parser (no GPU needed); return what
+    checked it (``"TensorRT-RTX 1.7.1.116 parser"``), or GrmpError naming each rejected node and op."""
+    f = flavour(flavour_name)
+    trt = import_tensorrt(f.name)
+    logger = make_logger(trt)
+    builder = trt.Builder(logger)
+    _parse(trt, _network(trt, builder, True), logger, Path(onnx_path))
+    return f"{f.label} {trt.__version__} parser"
 
 
 def build_engine(
@@ -155,6 +225,9 @@ def build_engine(
     workspace_gib: float = 1.0,
     timing_cache: str | os.PathLike | None = None,
     strongly_typed: bool = True,
+    flavour_name: str = "tensorrt",
+    compute_capabilities: Sequence | None = None,
+    allow_drift: bool = False,
 ) -> Path:
     """Build a TensorRT plan from ``onnx_path`` and write it with its sidecar; return ``plan_path``.
 
@@ -164,9 +237,16 @@ def build_engine(
     ``precision="fp16"`` with ``BuilderFlag.FP16`` (TensorRT picks layer precisions; gone in 11).
     ``batch`` is the (min, opt, max) profile of ``image``'s batch axis; ``workspace_gib`` caps the
     builder's scratch memory; ``timing_cache`` (default: per version and GPU in the user cache)
-    is loaded before and saved after the build.
+    is loaded before and saved after the build (``tensorrt`` only). ``flavour_name`` picks the
+    TensorRT (``tensorrt`` or ``tensorrt-rtx``) and ``compute_capabilities`` the targets of a
+    ``tensorrt-rtx`` plan (see :func:`build_targets`). The sidecar's ``layers`` say how many engine
+    layers, GEMMs, LayerNorms and Softmaxes run in each precision; a plan that fails its gate (see
+    :func:`grmp_edge.export.trt_layers.plan_gate_problems`) raises GateFailed unless ``allow_drift``.
     """
-    trt = require("tensorrt", "tensorrt")
+    from grmp_edge.export.gates import GateFailed
+
+    f = flavour(flavour_name)
+    trt = import_tensorrt(f.name)
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     if precision not in PRECISIONS:
         raise GrmpError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
@@ -177,19 +257,23 @@ def build_engine(
     if workspace_gib <= 0:
         raise GrmpError(f"workspace must be positive, got {workspace_gib} GiB")
     profile_batch = batch_profile(batch)
-    info = current_device_info()
+    info = build_targets(trt, f, compute_capabilities)
 
     logger = make_logger(trt)
     builder = trt.Builder(logger)
-    flags = 0
-    typed_flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if strongly_typed and typed_flag is not None:  # always on (and the flag deprecated) in TensorRT 11
-        flags |= 1 << int(typed_flag)
-    network = builder.create_network(flags)
+    network = _network(trt, builder, strongly_typed)
     _parse(trt, network, logger, onnx_path)
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    # DETAILED keeps each engine layer's types: the builder logs them (TensorRT-RTX) and the engine
+    # inspector reads them (TensorRT).
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if f.aot:
+        config.num_compute_capabilities = len(info["compute_capabilities"])
+        for i, cc in enumerate(info["compute_capabilities"]):
+            major, minor = parse_compute_capability(cc)
+            config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{major}{minor}"), i)
     if not strongly_typed:
         if not hasattr(trt.BuilderFlag, "FP16"):
             raise GrmpError(
@@ -211,20 +295,32 @@ def build_engine(
     )
     config.add_optimization_profile(profile)
 
-    cache_path = Path(timing_cache) if timing_cache else default_timing_cache(info)
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-        # A corrupt cache, or one from another TensorRT or GPU, is refused; start a fresh one instead.
-        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    cache_path = None
+    if not f.aot:
+        cache_path = Path(timing_cache) if timing_cache else default_timing_cache(info)
+        cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+            # A corrupt cache, or one from another TensorRT or GPU, is refused; start a fresh one instead.
+            config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
 
-    serialized = _build_with_progress(trt, builder, network, config, plan_path.name)
+    started = time.perf_counter()
+    serialized = _build_with_progress(trt, f, builder, network, config, plan_path.name)
+    seconds = time.perf_counter() - started
     if serialized is None:
         raise GrmpError(
-            f"TensorRT could not build {plan_path.name}: " + ("; ".join(logger.errors[-3:]) or "no error message")
+            f"{f.label} could not build {plan_path.name}: " + ("; ".join(logger.errors[-3:]) or "no error message")
             + f" (try a larger --workspace than {workspace_gib:g} GiB if it mentions memory)"
         )
-    atomic_write(plan_path, lambda tmp: tmp.write_bytes(serialized))
-    atomic_write_bytes(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
+    data = bytes(memoryview(serialized))
+    layers = _engine_layers(trt, f, logger, data)
+    kinds, asked = trt_layers.network_kinds(network)
+    problems = trt_layers.plan_gate_problems(precision, layers, kinds, asked)
+    if problems and not allow_drift:
+        raise GateFailed(f"the {precision} plan {plan_path.name} does not compute what {onnx_path.name} asks: "
+                         f"{'; '.join(problems)}; rerun with --allow-drift to keep it anyway")
+    atomic_write(plan_path, lambda tmp: tmp.write_bytes(data))
+    if cache_path is not None:
+        atomic_write_bytes(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
     atomic_write_json(sidecar_path(plan_path), {
         "plan": plan_path.name,
         "onnx": onnx_path.name,
@@ -234,22 +330,39 @@ def build_engine(
         "batch": profile_batch,
         "workspace_gib": workspace_gib,
         **info,
+        "build_seconds": round(seconds, 2),
+        "plan_bytes": len(data),
+        "layers": trt_layers.summarize(layers, kinds),
+        "plan_gate": {"passed": not problems, "problems": problems},
         "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     })
     return plan_path
 
 
-def _build_with_progress(trt, builder, network, config, name: str):
+def _engine_layers(trt, flavour_: Flavour, logger, plan: bytes) -> list:
+    """The built plan's engine layers: from the builder's log where it reports them (TensorRT-RTX,
+    no GPU needed), else from the engine inspector of the deserialised plan (TensorRT, on its GPU)."""
+    layers = trt_layers.layers_from_log(logger.layer_messages)
+    if layers or flavour_.aot:
+        return layers
+    engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
+    if engine is None:
+        raise GrmpError(f"{flavour_.label} cannot load the plan it just built: " + "; ".join(logger.errors[-3:]))
+    inspector = engine.create_engine_inspector()
+    return trt_layers.layers_from_inspector_json(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+
+
+def _build_with_progress(trt, flavour_: Flavour, builder, network, config, name: str):
     """build_serialized_network with TensorRT's phases as progress bars (a spinner before TensorRT 10)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
     if not hasattr(trt, "IProgressMonitor"):
-        with console.status(f"Building {name} with TensorRT {trt.__version__} (minutes on a Jetson)"):
+        with console.status(f"Building {name} with {flavour_.label} {trt.__version__} (minutes on a Jetson)"):
             return builder.build_serialized_network(network, config)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        progress.console.print(f"Building {name} with TensorRT {trt.__version__}")
+        progress.console.print(f"Building {name} with {flavour_.label} {trt.__version__}")
         config.progress_monitor = _progress_monitor(trt, progress)
         return builder.build_serialized_network(network, config)

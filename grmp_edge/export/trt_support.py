@@ -7,6 +7,10 @@ ranks). What only the builder can decide (kernel availability on a given GPU) is
 
 A value counts as an "initializer" when it is a graph initializer or the output of a ``Constant``
 node: the parser imports both as weights.
+
+The export's gate, :func:`gate_tensorrt_support`, prefers the real thing: where a TensorRT (or
+TensorRT-RTX, which parses on machines without a GPU) imports, its own ONNX parser decides, and this
+table is the check only where none does.
 """
 from __future__ import annotations
 
@@ -547,3 +551,27 @@ def require_tensorrt_support(model, what: str = "graph") -> None:
         shown = "; ".join(str(p) for p in problems[:12])
         more = f" (+{len(problems) - 12} more)" if len(problems) > 12 else ""
         raise GrmpError(f"{what} is not TensorRT 10 compatible: {shown}{more}")
+
+
+def gate_tensorrt_support(path: str | Path, what: str, flavour_name: str | None = None) -> str:
+    """The export's TensorRT gate for one graph; returns what checked it.
+
+    Where a TensorRT imports (``flavour_name``'s, else the first of ``tensorrt`` and
+    ``tensorrt-rtx`` that does), its own ONNX parser decides, and a rejected graph is a GrmpError
+    naming each rejected node and its op type; elsewhere :func:`require_tensorrt_support` checks
+    the graph against this module's operator table.
+    """
+    import importlib
+
+    from grmp_edge.export.tensorrt_build import parse_onnx
+    from grmp_edge.runtime.plan_compat import FLAVOURS, flavour
+
+    candidates = [flavour(flavour_name)] if flavour_name else list(FLAVOURS.values())
+    for candidate in candidates:
+        try:
+            importlib.import_module(candidate.module)
+        except Exception:  # not installed, or a broken install (OSError for missing libraries)
+            continue
+        return parse_onnx(path, candidate.name)
+    require_tensorrt_support(path, what)
+    return "TensorRT 10 operator table"

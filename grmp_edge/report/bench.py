@@ -1,7 +1,9 @@
 """``grmp-edge bench``: every variant this machine can run, on the same images, side by side.
 
 Variants: the PyTorch reference from the checkpoint (when torch is installed), each ONNX file of the
-bundle on each ONNX Runtime execution provider present, and each TensorRT plan (when tensorrt is).
+bundle on each ONNX Runtime execution provider present, and each TensorRT plan (when its flavour,
+tensorrt or tensorrt-rtx, and a GPU are here; the row of a plan keeps the layer precisions its
+sidecar records either way).
 Each runs in its own process (:mod:`grmp_edge.report.measure`), so its peak memory is its own and a
 broken variant becomes a failed row instead of ending the report.
 """
@@ -46,6 +48,7 @@ class Variant:
     status: str = "pending"
     reason: str = ""
     result: dict[str, Any] = field(default_factory=dict)
+    layers: dict[str, Any] = field(default_factory=dict)  # a plan's engine layers per precision
 
 
 def _size_mb(path: Path) -> float:
@@ -70,7 +73,6 @@ def discover_variants(bundle, checkpoint: Path | None) -> list[Variant]:
         available = [p for p in BACKEND_OF_PROVIDER if p in ort.get_available_providers()]
     except ImportError:
         available = []
-    trt_ok = importlib.util.find_spec("tensorrt") is not None
     for f in bundle.manifest.files:
         size = _size_mb(bundle.path_of(f))
         if f.format == "onnx":
@@ -83,9 +85,14 @@ def discover_variants(bundle, checkpoint: Path | None) -> list[Variant]:
                 variants.append(Variant(f"{label} {Path(f.path).stem.replace('model_', '')}", "onnxruntime", f.path,
                                         f.precision, label, "onnx", provider=provider, size_mb=size))
         elif f.format == "plan":
-            v = Variant(f"tensorrt {f.precision}", "tensorrt", f.path, f.precision, "tensorrt", "plan", size_mb=size)
-            if not trt_ok:
-                v.status, v.reason = "skipped", "tensorrt is not installed on this machine"
+            from grmp_edge.runtime.tensorrt_backend import tensorrt_unavailable
+
+            flavour = f.targets[0] if f.targets else "tensorrt"
+            v = Variant(f"{flavour} {f.precision}", "tensorrt", f.path, f.precision, flavour, "plan", size_mb=size,
+                        layers=f.info.get("layers", {}))
+            missing = tensorrt_unavailable(flavour)
+            if missing:
+                v.status, v.reason = "skipped", missing
             variants.append(v)
     return variants
 

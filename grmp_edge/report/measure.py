@@ -81,7 +81,7 @@ def _open_tensorrt(v: dict) -> tuple[Infer, Callable[[], float | None]]:
     from grmp_edge.runtime.tensorrt_backend import open_tensorrt
 
     bundle, file = _bundle_file(v)
-    backend = open_tensorrt(bundle, file.precision)
+    backend = open_tensorrt(bundle, file.precision, v["backend"])
     return backend.infer, lambda: backend.last_gpu_ms
 
 

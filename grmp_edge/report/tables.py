@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from grmp_edge.artifacts import atomic_write_text
+from grmp_edge.export.trt_layers import precision_cell
 
+# layers / gemm / layernorm / softmax: a TensorRT plan's engine layers per precision (its sidecar's).
 COLUMNS = ["variant", "format", "precision", "backend", "status", "size_mb", "srcc", "plcc", "plcc_logistic",
            "agree_srcc", "max_abs_delta", "p50_ms", "p99_ms", "e2e_p50_ms", "fps_batch", "gflops_per_s",
-           "peak_fraction", "peak_rss_mb", "reason"]
+           "peak_fraction", "peak_rss_mb", "layers", "gemm", "layernorm", "softmax", "reason"]
+PLAN_COLUMNS = ("layers", "gemm", "layernorm", "softmax")
 
 
 def _get(d: dict | None, *keys: str) -> Any:
@@ -37,7 +40,9 @@ def rows(report: dict) -> list[dict[str, Any]]:
             "fps_batch": _get(r, "throughput", "images_per_s"),
             "gflops_per_s": _get(r, "efficiency", "gflops_per_s"),
             "peak_fraction": _get(r, "efficiency", "fraction_of_peak"),
-            "peak_rss_mb": r.get("peak_rss_mb"), "reason": v.get("reason", ""),
+            "peak_rss_mb": r.get("peak_rss_mb"),
+            **{c: precision_cell(_get(v, "layers", c)) if _get(v, "layers", c) else None for c in PLAN_COLUMNS},
+            "reason": v.get("reason", ""),
         })
     return out
 
@@ -94,6 +99,8 @@ def print_table(report: dict) -> None:
 
     shown = ["variant", "status", "size_mb", "srcc", "agree_srcc", "max_abs_delta", "p50_ms", "p99_ms",
              "e2e_p50_ms", "fps_batch", "peak_fraction"]
+    if any(row["gemm"] for row in rows(report)):  # plans: what each computes, skipped or not
+        shown += ["gemm", "layernorm", "softmax"]
     table = Table(title="grmp-edge bench", header_style="bold")
     for c in shown:
         table.add_column(c, justify="left" if c in ("variant", "status") else "right")

@@ -4,12 +4,14 @@ Every backend takes the preprocessed batch exactly as the exported graph does (`
 ``(N, S, S, 3)``) and returns the ``score`` output as ``(N,)`` float32. :func:`open_backend` picks
 the backend and the bundle file:
 
-* ``backend="auto"``: native TensorRT when the bundle has a plan, ``tensorrt`` imports and a CUDA
-  GPU is visible; else ONNX Runtime with its TensorRT or CUDA provider when this onnxruntime build
-  has one; else ONNX Runtime on the CPU. A plan built for another GPU or TensorRT release is refused
+* ``backend="auto"``: native TensorRT when the bundle has a plan (a ``tensorrt`` one, then a
+  ``tensorrt-rtx`` one), that flavour's module imports, a CUDA GPU is visible and the plan's sidecar
+  names this GPU and release; else ONNX Runtime with its TensorRT or CUDA provider when this
+  onnxruntime build has one; else ONNX Runtime on the CPU. A plan built for another GPU or TensorRT release is refused
   with the rebuild command, and auto then goes on to ONNX Runtime (the warning is logged). Passing
   ``providers`` goes straight to ONNX Runtime with those providers.
-* ``backend="tensorrt"`` / ``"onnxruntime"``: that backend or a one-line GrmpError saying why not.
+* ``backend="tensorrt"`` / ``"tensorrt-rtx"`` / ``"onnxruntime"``: that backend or a one-line
+  GrmpError saying why not.
 
 The choice and the reasons for it are logged (logger ``grmp_edge.runtime.backends``) and kept on
 ``Backend.reason``. Which file each backend loads at each ``precision`` is
@@ -28,11 +30,12 @@ import numpy as np
 from grmp_edge.artifacts import cache_root
 from grmp_edge.errors import GrmpError, require
 from grmp_edge.runtime.bundle import PRECISIONS, LoadedBundle, auto_precisions
+from grmp_edge.runtime.plan_compat import FLAVOURS
 from grmp_edge.spec import BundleFile
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime")
+BACKENDS = ("auto", "tensorrt", "tensorrt-rtx", "onnxruntime")
 INPUT_NAME = "image"
 OUTPUT_NAME = "score"
 
@@ -227,30 +230,31 @@ def open_onnxruntime(
     return backend
 
 
-def _has_plan(bundle: LoadedBundle, precision: str) -> bool:
-    wanted = auto_precisions("tensorrt") if precision == "auto" else (precision,)
-    return any(bundle.candidates("tensorrt", p) for p in wanted)
+def _has_plan(bundle: LoadedBundle, precision: str, flavour_name: str = "tensorrt") -> bool:
+    wanted = auto_precisions(flavour_name) if precision == "auto" else (precision,)
+    return any(bundle.candidates(flavour_name, p) for p in wanted)
 
 
 def _open_auto(bundle: LoadedBundle, precision: str, threads: int | None) -> Backend:
     from grmp_edge.runtime import tensorrt_backend
 
     skipped = []
-    if not _has_plan(bundle, precision):
+    flavours = [f for f in FLAVOURS.values() if _has_plan(bundle, precision, f.name)]
+    if not flavours:
         skipped.append("the bundle has no TensorRT plan" + ("" if precision == "auto" else f" at {precision} precision"))
-    else:
-        missing = tensorrt_backend.tensorrt_unavailable()
+    for flavour in flavours:  # a plan of either flavour runs only where its sidecar matches this GPU
+        missing = tensorrt_backend.tensorrt_unavailable(flavour.name)
         if missing:
-            skipped.append(f"the bundle has a TensorRT plan but {missing}")
+            skipped.append(f"the bundle has a {flavour.label} plan but {missing}")
+            continue
+        try:
+            backend = tensorrt_backend.open_tensorrt(bundle, precision, flavour.name)
+        except GrmpError as exc:
+            log.warning("%s plan refused: %s", flavour.label, exc)
+            skipped.append(f"{flavour.label} refused the plan ({exc})")
         else:
-            try:
-                backend = tensorrt_backend.open_tensorrt(bundle, precision)
-            except GrmpError as exc:
-                log.warning("TensorRT plan refused: %s", exc)
-                skipped.append(f"TensorRT refused the plan ({exc})")
-            else:
-                backend.reason = "auto: tensorrt, the bundle's plan matches this GPU and TensorRT"
-                return backend
+            backend.reason = f"auto: {flavour.name}, the bundle's plan matches this GPU and {flavour.label}"
+            return backend
     available = require("onnxruntime", "runtime").get_available_providers()
     gpu = [p for p in (TRT_EP, CUDA_EP) if p in available]
     if not gpu:
@@ -285,11 +289,11 @@ def open_backend(
     (default: physical cores). The choice is logged and kept on ``Backend.reason``.
     """
     _validate(backend, precision)
-    if backend == "tensorrt":
+    if backend in FLAVOURS:
         from grmp_edge.runtime.tensorrt_backend import open_tensorrt
 
-        chosen: Backend = open_tensorrt(bundle, precision)
-        chosen.reason = "asked for tensorrt"
+        chosen: Backend = open_tensorrt(bundle, precision, backend)
+        chosen.reason = f"asked for {backend}"
     elif backend == "onnxruntime" or providers:
         chosen = open_onnxruntime(bundle, precision, providers, threads)
         chosen.reason = f"asked for {'onnxruntime' if backend == 'onnxruntime' else 'providers ' + ', '.join(providers)}"

@@ -13,8 +13,15 @@ largest batch seen so far (powers of two, up to the plan's profile maximum) and 
 when a larger one arrives. CUDA events around ``execute_async_v3`` give the GPU time of the last
 batch (``last_gpu_ms``) for the benchmark report.
 
+The same class serves both TensorRT flavours (:data:`~grmp_edge.runtime.plan_compat.FLAVOURS`):
+``tensorrt`` (JetPack / data-centre TensorRT) and ``tensorrt-rtx`` (TensorRT for RTX, whose plans
+are built ahead of time and whose kernels are compiled just in time on the first load; the compiled
+kernels are kept in a runtime cache under :func:`grmp_edge.artifacts.cache_root`, so only the first
+start on a GPU pays for them). TensorRT-RTX's lean and dispatch runtimes are never imported: they
+crash on machines without a GPU.
+
 The plan's sidecar is compared with this device (:mod:`~grmp_edge.runtime.plan_compat`) before
-the plan is deserialised. tensorrt, cuda-python and pycuda are imported lazily.
+the plan is deserialised. tensorrt, tensorrt_rtx_bindings, cuda-python and pycuda are imported lazily.
 """
 from __future__ import annotations
 
@@ -23,14 +30,16 @@ import importlib
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from grmp_edge.artifacts import atomic_write_bytes, cache_root
 from grmp_edge.errors import GrmpError, require
 from grmp_edge.runtime.backends import INPUT_NAME, OUTPUT_NAME, Backend, check_batch
 from grmp_edge.runtime.bundle import LoadedBundle
-from grmp_edge.runtime.plan_compat import check_plan_compatible, rebuild_command, sm_name
+from grmp_edge.runtime.plan_compat import check_plan_compatible, flavour, rebuild_command, sm_name
 from grmp_edge.spec import BundleFile
 
 log = logging.getLogger(__name__)
@@ -285,43 +294,58 @@ def gpu_facts(device: int = 0) -> tuple[dict[str, str] | None, str]:
         return None, f"no usable CUDA GPU ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
 
 
-def tensorrt_unavailable() -> str | None:
-    """Why the native TensorRT backend cannot run here (None when tensorrt imports and a GPU is
-    visible); never raises."""
+def import_tensorrt(flavour_name: str = "tensorrt"):
+    """The Python module of a TensorRT flavour; GrmpError naming its extra when it is missing."""
+    f = flavour(flavour_name)
+    return require(f.module, f.extra)
+
+
+def tensorrt_unavailable(flavour_name: str = "tensorrt") -> str | None:
+    """Why the native backend of a TensorRT flavour cannot run here (None when its module imports
+    and a GPU is visible); never raises."""
+    f = flavour(flavour_name)
     try:
-        importlib.import_module("tensorrt")
+        importlib.import_module(f.module)
     except Exception as exc:  # a broken install raises OSError for missing libnvinfer
-        return f"tensorrt does not import ({type(exc).__name__}: {exc})".splitlines()[0]
+        return f"{f.module} does not import ({type(exc).__name__}: {exc})".splitlines()[0]
     facts, why = gpu_facts()
     return None if facts else why
 
 
-def device_facts() -> dict[str, str]:
-    """This device as a plan sidecar records it: ``tensorrt_version``, ``gpu_name``,
-    ``compute_capability``; GrmpError when tensorrt or a GPU is missing."""
-    trt = require("tensorrt", "tensorrt")
+def device_facts(flavour_name: str = "tensorrt") -> dict[str, str]:
+    """This device as a plan sidecar records it: ``flavour``, ``tensorrt_version``, ``gpu_name``,
+    ``compute_capability``; GrmpError when the flavour's module or a GPU is missing."""
+    f = flavour(flavour_name)
+    trt = import_tensorrt(f.name)
     facts, why = gpu_facts()
     if facts is None:
-        raise GrmpError(f"the TensorRT backend needs an NVIDIA GPU: {why}")
-    return {"tensorrt_version": trt.__version__, **facts}
+        raise GrmpError(f"the {f.label} backend needs an NVIDIA GPU and this machine has none: {why}")
+    return {"flavour": f.name, "tensorrt_version": trt.__version__, **facts}
 
 
 # ---------------------------------------------------------------- the backend
 
 
 def make_logger(trt):
-    """A TensorRT logger that forwards to Python logging and keeps error lines for our messages."""
+    """A TensorRT logger that forwards to Python logging, keeps error lines for our messages and
+    the builder's ``Layers:`` report (TensorRT-RTX's engine layer information) in ``layer_messages``."""
 
     class _Logger(trt.ILogger):
         def __init__(self):
             trt.ILogger.__init__(self)
             self.errors: list[str] = []
+            self.layer_messages: list[str] = []
 
         def log(self, severity, msg):
             sev = trt.ILogger.Severity
+            if msg.startswith("Layers:"):
+                self.layer_messages.append(msg)
             if severity in (sev.INTERNAL_ERROR, sev.ERROR):
+                # Kept for the one-line GrmpError that reports the failure; printed only when debugging,
+                # so a refused graph or plan is one error line (TensorRT-RTX also logs CUDA errors of
+                # calls that are no-ops on a machine without a GPU).
                 self.errors.append(msg)
-                log.error("TensorRT: %s", msg)
+                log.debug("TensorRT error: %s", msg)
             elif severity == sev.WARNING:
                 log.warning("TensorRT: %s", msg)
             else:
@@ -330,14 +354,20 @@ def make_logger(trt):
     return _Logger()
 
 
+def runtime_cache_path(file: BundleFile, facts: dict[str, str]) -> Path:
+    """Where TensorRT-RTX keeps the kernels it compiled for this plan on this GPU."""
+    return cache_root() / "tensorrt-rtx" / f"{file.sha256[:16]}-{sm_name(facts['compute_capability'])}.cache"
+
+
 class TensorRTBackend(Backend):
     """A deserialised plan with one execution context, one stream and reusable pinned buffers."""
 
-    name = "tensorrt"
-
     def __init__(self, plan_bytes: bytes, file: BundleFile, size: int, facts: dict[str, str],
                  rebuild: str, memory=None):
-        trt = require("tensorrt", "tensorrt")
+        self._flavour = flavour(facts.get("flavour"))
+        self.name = self._flavour.name
+        trt = import_tensorrt(self._flavour.name)
+        self._runtime_cache = None
         self.file = file
         self.precision = file.precision
         self.last_gpu_ms: float | None = None
@@ -355,7 +385,7 @@ class TensorRTBackend(Backend):
                 if self._engine is None:
                     raise GrmpError(f"TensorRT could not load {file.path} ({self._last_error()}); "
                                     f"rebuild it here: {rebuild}")
-                self._context = self._engine.create_execution_context()
+                self._context = self._create_context()
                 self._tensors = self._inspect(trt)
                 self._min_batch, opt, self.max_batch = batch_limits(
                     self._tensors[INPUT_NAME].shape, self._profile(INPUT_NAME))
@@ -364,6 +394,27 @@ class TensorRTBackend(Backend):
         except BaseException:
             self.close()
             raise
+
+    def _create_context(self):
+        """An execution context; TensorRT-RTX's gets a runtime cache so that the kernels it compiles
+        on the first load are reused by later starts."""
+        if not self._flavour.aot:
+            return self._engine.create_execution_context()
+        config = self._engine.create_runtime_config()
+        self._runtime_cache = config.create_runtime_cache()
+        path = runtime_cache_path(self.file, self._facts)
+        if path.is_file() and not self._runtime_cache.deserialize(path.read_bytes()):
+            log.warning("ignoring the unreadable TensorRT-RTX runtime cache %s", path)
+        config.set_runtime_cache(self._runtime_cache)
+        return self._engine.create_execution_context(config)
+
+    def _save_runtime_cache(self) -> None:
+        if self._runtime_cache is None:
+            return
+        data = self._runtime_cache.serialize()
+        if data is not None:
+            atomic_write_bytes(runtime_cache_path(self.file, self._facts), bytes(memoryview(data)))
+        self._runtime_cache = None
 
     def _last_error(self) -> str:
         return self._logger.errors[-1] if self._logger.errors else "no detail logged"
@@ -443,7 +494,7 @@ class TensorRTBackend(Backend):
         return score[: n * self._tensors[OUTPUT_NAME].per_sample].astype(np.float32).reshape(n, -1)[:, 0]
 
     def describe(self) -> str:
-        return (f"tensorrt {self.precision} {self.file.path} (TensorRT {self._facts['tensorrt_version']}, "
+        return (f"{self.name} {self.precision} {self.file.path} ({self._flavour.label} {self._facts['tensorrt_version']}, "
                 f"{self._facts['gpu_name']} {sm_name(self._facts['compute_capability'])}, "
                 f"batch {self._min_batch}..{self.max_batch}, {self._memory.name})")
 
@@ -453,6 +504,7 @@ class TensorRTBackend(Backend):
             return
         with memory.activate():
             memory.synchronize()
+            self._save_runtime_cache()
             self._release_buffers()
             # The context holds the engine's activation memory: release it before the engine.
             self._context = None
@@ -461,13 +513,14 @@ class TensorRTBackend(Backend):
             memory.close()
 
 
-def open_tensorrt(bundle: LoadedBundle, precision: str = "auto") -> TensorRTBackend:
-    """The native TensorRT backend over the bundle's plan at ``precision`` (auto: fp16 > fp32 >
-    int8), after checking the plan's sidecar against this device; GrmpError with the rebuild
-    command when they differ."""
-    plan = bundle.file_for("tensorrt", precision)
+def open_tensorrt(bundle: LoadedBundle, precision: str = "auto", flavour_name: str = "tensorrt") -> TensorRTBackend:
+    """The native backend of a TensorRT flavour over the bundle's plan at ``precision`` (auto: fp16
+    > fp32 > int8), after checking the plan's sidecar against this device; GrmpError with the
+    rebuild command when they differ, or in one line when this machine has no GPU."""
+    f = flavour(flavour_name)
+    plan = bundle.file_for(f.name, precision)
     sidecar = bundle.sidecar(plan)
-    rebuild = rebuild_command(bundle.onnx_source(plan, sidecar), plan.precision)
-    facts = device_facts()
+    facts = device_facts(f.name)
+    rebuild = rebuild_command(bundle.onnx_source(plan, sidecar), plan.precision, f.name, facts["compute_capability"])
     check_plan_compatible(sidecar, facts, plan_name=f"engine {plan.path}", rebuild=rebuild)
     return TensorRTBackend(bundle.path_of(plan).read_bytes(), plan, bundle.preprocess.size, facts, rebuild)

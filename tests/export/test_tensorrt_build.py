@@ -80,6 +80,8 @@ def test_build_plans_with_sidecars(trt, tiny_graph, tmp_path):
         sidecar = load_sidecar(plan)
         assert sidecar["precision"] == precision and sidecar["batch"] == {"min": 1, "opt": 2, "max": 4}
         assert sidecar["onnx_sha256"] == sha256_file(onnx_path)
+        assert sidecar["flavour"] == "tensorrt" and sidecar["plan_gate"]["passed"], sidecar["plan_gate"]
+        assert sum(sidecar["layers"]["gemm"].values()) > 0  # the engine inspector's layers were read
         check_plan_compatible(sidecar, here)
         engine = runtime.deserialize_cuda_engine(plan.read_bytes())
         assert engine is not None
@@ -87,3 +89,38 @@ def test_build_plans_with_sidecars(trt, tiny_graph, tmp_path):
         assert names == {"image", "score"}
         assert tuple(engine.get_tensor_profile_shape("image", 0)[2]) == (4, 32, 32, 3)
     assert cache.is_file() and cache.stat().st_size > 0
+
+
+def test_tensorrt_builds_only_for_the_gpu_it_runs_on(monkeypatch):
+    """Fake: ``current_device_info`` stands for a Jetson Orin (TensorRT is not installed here)."""
+    from grmp_edge.export import tensorrt_build
+    from grmp_edge.runtime.plan_compat import flavour
+
+    monkeypatch.setattr(tensorrt_build, "current_device_info", lambda: {"flavour": "tensorrt", **ORIN})
+    info = tensorrt_build.build_targets(None, flavour("tensorrt"), None)
+    assert info["compute_capabilities"] == ["8.7"] and info["flavour"] == "tensorrt"
+    assert tensorrt_build.build_targets(None, flavour("tensorrt"), ["87"])["gpu_name"] == "Orin"
+    with pytest.raises(GrmpError, match=r"builds for the GPU it runs on \(sm_87\); --sm picks the targets of --trt rtx"):
+        tensorrt_build.build_targets(None, flavour("tensorrt"), ["8.6"])
+
+
+def test_layers_from_tensorrt_inspector_json():
+    """Fake: a hand-written IEngineInspector JSON in TensorRT 10's layout (no TensorRT 10 here)."""
+    from grmp_edge.export.trt_layers import layers_from_inspector_json, summarize
+
+    text = json.dumps({"Layers": [
+        {"Name": "/mlp/c_fc/MatMul", "LayerType": "MatrixMultiply",
+         "Inputs": [{"Name": "x", "Format/Datatype": "Row major linear INT8 format"}],
+         "Outputs": [{"Name": "y", "Format/Datatype": "Row major linear FP32 format"}],
+         "Metadata": "[ONNX Layer: /mlp/c_fc/MatMul]"},
+        {"Name": "/ln_1/LayerNormalization", "LayerType": "Normalization",
+         "Inputs": [{"Name": "y", "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}],
+         "Outputs": [{"Name": "z", "Format/Datatype": "Row major linear FP32 format"}],
+         "Metadata": "[ONNX Layer: /ln_1/LayerNormalization]"},
+    ]})
+    layers = layers_from_inspector_json(text)
+    assert [(layer.is_gemm, layer.precision) for layer in layers] == [(True, "int8"), (False, "fp32")]
+    summary = summarize(layers, {"/ln_1/LayerNormalization": "layernorm"})
+    assert summary["gemm"] == {"int8": 1} and summary["layernorm"] == {"fp32": 1} and summary["softmax"] == {}
+    with pytest.raises(GrmpError, match="detailed profiling verbosity"):
+        layers_from_inspector_json(json.dumps({"Layers": ["a", "b"]}))

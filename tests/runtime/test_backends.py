@@ -84,8 +84,8 @@ def test_auto_without_a_plan_says_so(tmp_path):
 
 
 def _pretend_gpu(monkeypatch, facts):
-    monkeypatch.setattr(tensorrt_backend, "tensorrt_unavailable", lambda: None)
-    monkeypatch.setattr(tensorrt_backend, "device_facts", lambda: dict(facts))
+    monkeypatch.setattr(tensorrt_backend, "tensorrt_unavailable", lambda flavour_name="tensorrt": None)
+    monkeypatch.setattr(tensorrt_backend, "device_facts", lambda flavour_name="tensorrt": dict(facts))
 
 
 def test_plan_for_another_device_is_refused_with_the_rebuild_command(bundle, monkeypatch):
@@ -140,7 +140,7 @@ def test_check_batch_bounds_and_contiguity():
 
 
 def test_graph_that_is_not_a_bundle_graph_is_refused(tmp_path):
-    import onnx
+    onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
     folder = make_bundle(tmp_path / "b", files=[("model_fp32.onnx", "fp32", "onnx", ["onnxruntime"])])

@@ -224,8 +224,8 @@ def fake_gpu(monkeypatch):
     memory = FakeMemory()
     trt = fake_tensorrt(memory)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(tensorrt_backend, "tensorrt_unavailable", lambda: None)
-    monkeypatch.setattr(tensorrt_backend, "device_facts", lambda: dict(ORIN_FACTS))
+    monkeypatch.setattr(tensorrt_backend, "tensorrt_unavailable", lambda flavour_name="tensorrt": None)
+    monkeypatch.setattr(tensorrt_backend, "device_facts", lambda flavour_name="tensorrt": dict(ORIN_FACTS))
     monkeypatch.setattr(tensorrt_backend, "open_cuda_memory", lambda: memory)
     return memory, trt
 
@@ -280,7 +280,7 @@ def test_unloadable_plan_is_refused_with_tensorrts_reason_and_frees_memory(tmp_p
 
 def test_incompatible_sidecar_is_refused_before_deserialising(tmp_path, fake_gpu, monkeypatch):
     memory, trt = fake_gpu
-    monkeypatch.setattr(tensorrt_backend, "device_facts", lambda: dict(ORIN_FACTS, compute_capability="8.9"))
+    monkeypatch.setattr(tensorrt_backend, "device_facts", lambda flavour_name="tensorrt": dict(ORIN_FACTS, compute_capability="8.9"))
     bundle = load_bundle(make_bundle(tmp_path / "b", plan_bytes=b"good engine"))
     with pytest.raises(GrmpError, match=r"built for Orin \(sm_87\).*this is Orin \(sm_89\)"):
         open_backend(bundle, "tensorrt")
@@ -290,7 +290,7 @@ def test_incompatible_sidecar_is_refused_before_deserialising(tmp_path, fake_gpu
 def test_engine_that_is_not_a_bundle_engine_is_refused(tmp_path, monkeypatch):
     memory = FakeMemory()
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(memory, input_dtype="FLOAT"))
-    monkeypatch.setattr(tensorrt_backend, "device_facts", lambda: dict(ORIN_FACTS))
+    monkeypatch.setattr(tensorrt_backend, "device_facts", lambda flavour_name="tensorrt": dict(ORIN_FACTS))
     monkeypatch.setattr(tensorrt_backend, "open_cuda_memory", lambda: memory)
     bundle = load_bundle(make_bundle(tmp_path / "b", plan_bytes=b"good engine"))
     with pytest.raises(GrmpError, match="not a grmp-edge engine: expected input image uint8"):
@@ -387,3 +387,119 @@ def test_real_engine_matches_the_graph(tmp_path):
     stale = load_bundle(make_bundle(tmp_path / "stale", files=files, sidecar=other, plan_bytes=plan))
     with pytest.raises(GrmpError, match="rebuild it here: grmp-edge export --engine --onnx"):
         open_backend(stale, "tensorrt", "fp32")
+
+
+# ---------------------------------------------------------------- TensorRT-RTX (fakes + the real no-GPU path)
+
+RTX_FILES = (("model_fp32.onnx", "fp32", "onnx", ["onnxruntime", "tensorrt"]),
+             ("model_fp16_rtx.plan", "fp16", "plan", ["tensorrt-rtx"]))
+RTX_SIDECAR = {"flavour": "tensorrt-rtx", "tensorrt_version": "1.7.1.116", "compute_capabilities": ["8.6", "8.9", "12.0"],
+               "gpu_name": None, "compute_capability": None, "precision": "fp16", "batch": {"min": 1, "opt": 1, "max": 8}}
+RTX_4090 = {"gpu_name": "NVIDIA GeForce RTX 4090", "compute_capability": "8.9"}
+
+
+def fake_tensorrt_rtx(memory: FakeMemory):
+    """A stand-in ``tensorrt_rtx_bindings``: the fake engine above plus TensorRT-RTX's runtime config and
+    runtime cache, whose serialised form grows by b"+kernels" each time kernels are compiled."""
+    trt = fake_tensorrt(memory)
+    trt.__name__, trt.__version__ = "tensorrt_rtx_bindings", "1.7.1.116"
+    trt.loaded_caches = []
+
+    class RuntimeCache:
+        def __init__(self):
+            self.data = b""
+
+        def deserialize(self, data):
+            self.data = bytes(data)
+            trt.loaded_caches.append(self.data)
+            return True
+
+        def serialize(self):
+            return self.data + b"+kernels"
+
+    class RuntimeConfig:
+        def create_runtime_cache(self):
+            return RuntimeCache()
+
+        def set_runtime_cache(self, cache):
+            self.cache = cache
+            return True
+
+    deserialize = trt.Runtime.deserialize_cuda_engine
+
+    def deserialize_with_config(self, data):
+        engine = deserialize(self, data)
+        if engine is not None:
+            plain = engine.create_execution_context
+            engine.create_runtime_config = RuntimeConfig
+
+            def create_execution_context(config):
+                assert isinstance(config.cache, RuntimeCache)  # the cache is set before the context exists
+                return plain()
+
+            engine.create_execution_context = create_execution_context
+        return engine
+
+    trt.Runtime.deserialize_cuda_engine = deserialize_with_config
+    return trt
+
+
+@pytest.fixture
+def fake_rtx_gpu(monkeypatch, tmp_path):
+    """A fake RTX 4090 with the fake TensorRT-RTX module; the project's cache folder under tmp_path."""
+    memory = FakeMemory()
+    trt = fake_tensorrt_rtx(memory)
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx_bindings", trt)
+    monkeypatch.setattr(tensorrt_backend, "gpu_facts", lambda device=0: (dict(RTX_4090), ""))
+    monkeypatch.setattr(tensorrt_backend, "open_cuda_memory", lambda: memory)
+    monkeypatch.setenv("GRMP_EDGE_CACHE", str(tmp_path / "cache"))
+    return memory, trt
+
+
+def test_auto_picks_the_rtx_plan_and_keeps_the_compiled_kernels(tmp_path, fake_rtx_gpu):
+    """Fakes: the TensorRT-RTX module and CUDA memory are stand-ins; the choice, the sidecar check and
+    the runtime-cache round trip are the backend's own code."""
+    memory, trt = fake_rtx_gpu
+    bundle = load_bundle(make_bundle(tmp_path / "b", files=RTX_FILES, sidecar=RTX_SIDECAR, plan_bytes=b"good engine"))
+    with open_backend(bundle, "auto") as backend:
+        assert backend.name == "tensorrt-rtx" and backend.reason.startswith("auto: tensorrt-rtx")
+        batch = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
+        np.testing.assert_allclose(backend.infer(batch), reference_scores(batch), rtol=1e-6)
+        assert "TensorRT-RTX 1.7.1.116" in backend.describe()
+    caches = list((tmp_path / "cache" / "tensorrt-rtx").iterdir())
+    assert len(caches) == 1 and caches[0].name.endswith("-sm_89.cache") and caches[0].read_bytes() == b"+kernels"
+    assert trt.loaded_caches == []  # the first load had nothing to reuse
+    open_backend(bundle, "tensorrt-rtx").close()
+    assert trt.loaded_caches == [b"+kernels"] and caches[0].read_bytes() == b"+kernels+kernels"
+
+
+def test_rtx_plan_for_another_gpu_names_the_rtx_rebuild_command(tmp_path, fake_rtx_gpu, monkeypatch):
+    """Fakes: a Turing GPU (sm_75) stands in for a GPU the plan was not built for."""
+    monkeypatch.setattr(tensorrt_backend, "gpu_facts", lambda device=0: ({"gpu_name": "RTX 2080", "compute_capability": "7.5"}, ""))
+    bundle = load_bundle(make_bundle(tmp_path / "b", files=RTX_FILES, sidecar=RTX_SIDECAR, plan_bytes=b"good engine"))
+    with pytest.raises(GrmpError) as info:
+        open_backend(bundle, "tensorrt-rtx")
+    message = str(info.value)
+    assert message.startswith("engine model_fp16_rtx.plan was built for sm_86, sm_89, sm_120 with TensorRT-RTX 1.7.1.116")
+    assert "this compute capability is not among the plan's; rebuild it here: grmp-edge export --engine --trt rtx --sm 75 " in message
+    # The other flavour's plan is refused by flavour, not by version.
+    monkeypatch.setattr(tensorrt_backend, "gpu_facts", lambda device=0: (dict(RTX_4090), ""))
+    bundle = load_bundle(make_bundle(tmp_path / "c", files=RTX_FILES, sidecar={**RTX_SIDECAR, "flavour": "tensorrt"},
+                                     plan_bytes=b"good engine"))
+    with pytest.raises(GrmpError, match="the plan is for TensorRT, this runtime is TensorRT-RTX"):
+        open_backend(bundle, "tensorrt-rtx")
+
+
+def test_rtx_backend_on_a_machine_without_a_gpu_says_so_in_one_line(tmp_path):
+    """Real: the installed TensorRT-RTX (skipped where it is absent or a GPU is present)."""
+    pytest.importorskip("tensorrt_rtx_bindings")
+    facts, _ = tensorrt_backend.gpu_facts()
+    if facts is not None:
+        pytest.skip("a GPU is present")
+    bundle = load_bundle(make_bundle(tmp_path / "b", files=RTX_FILES, sidecar=RTX_SIDECAR))
+    with pytest.raises(GrmpError) as info:
+        open_backend(bundle, "tensorrt-rtx")
+    assert "TensorRT-RTX backend needs an NVIDIA GPU and this machine has none" in str(info.value)
+    assert "\n" not in str(info.value)
+    backend = open_backend(bundle, "auto")
+    assert backend.name == "onnxruntime-cpu" and "the bundle has a TensorRT-RTX plan but" in backend.reason

@@ -4,10 +4,17 @@ The graph honours the bundle contract (input ``image`` uint8 ``(N, S, S, 3)``, o
 float32 ``(N,)``): Cast -> scale by 1/255 -> ReduceMean over H, W, C -> Sigmoid, so its scores are
 known in closed form (:func:`reference_scores`). Each ONNX file gets its own doc string so that the
 files differ and their hashes tell them apart.
+
+The runtime's own tests also run where the ``onnx`` package is absent (the Jetson-like Python 3.10 CI
+run, ``.ci/runtime-py310``): there the graphs come from a folder written beforehand where onnx is
+installed (``python tests/support/tiny_bundle.py DIR``), named by ``$GRMP_EDGE_TINY_ONNX``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +43,31 @@ ORIN_SIDECAR = {
 }
 
 
+PREBUILT_ENV = "GRMP_EDGE_TINY_ONNX"
+# (size, doc) of every tiny graph the runtime tests build: this module's size and the runtime
+# conftest's crop size, each with the doc string (file name) of every graph a runtime test writes.
+PREBUILT_SIZES = (SIZE, 32)
+PREBUILT_DOCS = ("", "model_int8_dyn.onnx", *(f[0] for f in STANDARD_FILES if f[2] == "onnx"))
+
+
+def prebuilt_name(size: int, doc: str) -> str:
+    """The file name of the prebuilt tiny graph of ``size`` and ``doc``."""
+    return f"tiny_{size}_{hashlib.sha256(doc.encode()).hexdigest()[:16]}.onnx"
+
+
 def tiny_onnx(size: int = SIZE, doc: str = "") -> bytes:
-    """The serialised tiny quality graph."""
-    import onnx
-    from onnx import TensorProto, helper
+    """The serialised tiny quality graph (prebuilt, from ``$GRMP_EDGE_TINY_ONNX``, where onnx is absent)."""
+    try:
+        import onnx
+        from onnx import TensorProto, helper
+    except ImportError:
+        import pytest
+
+        folder = os.environ.get(PREBUILT_ENV)
+        path = Path(folder) / prebuilt_name(size, doc) if folder else None
+        if path is None or not path.is_file():
+            pytest.skip(f"onnx is not installed and ${PREBUILT_ENV} holds no tiny graph of size {size} doc {doc!r}")
+        return path.read_bytes()
 
     image = helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", size, size, 3])
     score = helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])
@@ -88,3 +116,11 @@ def make_bundle(folder: Path, files=STANDARD_FILES, size: int = SIZE, sidecar: d
     spec = ModelSpec(backbone="tiny", pretrained=None, preprocess=PreprocessSpec(size=size, resize=size))
     BundleManifest(model=spec, files=entries, versions={"grmp_edge": "test"}).save(folder / "manifest.json")
     return folder
+
+
+if __name__ == "__main__":  # python tests/support/tiny_bundle.py DIR: the graphs for runs without onnx
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    for size in PREBUILT_SIZES:
+        for doc in PREBUILT_DOCS:
+            (out / prebuilt_name(size, doc)).write_bytes(tiny_onnx(size, doc))
