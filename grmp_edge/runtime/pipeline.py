@@ -1,15 +1,25 @@
-"""The scoring pipeline: capture and preprocessing overlap inference.
+"""The scoring pipeline: capture and preprocessing overlap inference, one engine for many sources.
 
-A producer thread iterates the source and turns each frame into the model's uint8 NHWC batch (one
-centre crop, or ``crops`` native-resolution crops); a small queue hands the batches to the caller's
-thread, which runs the backend, smooths the score, raises alarm events and feeds the sinks. OpenCV's
-decoding and resizing and the inference engines release the GIL, so the stages really run at once
-and a video scores at close to the engine's own rate.
+Each source has its own producer thread that iterates it and turns each frame into the model's uint8
+NHWC batch (one centre crop, or ``crops`` native-resolution crops), and its own small queue. The
+caller's thread gathers what the sources have queued into one engine call, runs the backend, smooths
+each source's scores separately, raises its alarm events and feeds the sinks. OpenCV's decoding and
+resizing and the inference engines release the GIL, so the stages really run at once.
 
-Stopping: the source ends, ``max_frames`` or ``duration`` is reached, a sink asks (window closed,
-stdout reader gone), or SIGINT/SIGTERM arrives. On a signal the frames already queued are still
-scored (drained) before the sinks are closed; a second signal gives up draining. Sinks are closed in
-every case, and :meth:`Pipeline.run` returns a :class:`RunSummary`.
+Batching: the first frame to arrive opens a window of ``batch_window`` seconds (a few ms); the
+frames of the other sources that arrive within it join the same engine call, at most one frame per
+source and at most the engine's ``max_batch`` crops. The window closes early once every running
+source has a frame in the batch, so a single source never waits, and a source that stalls (a lost
+camera) delays the others by one window at most.
+
+Stopping: every source ends, ``max_frames`` (per source) or ``duration`` is reached, a sink asks
+(window closed, stdout reader gone), or SIGINT/SIGTERM arrives. On a signal the frames already queued
+are still scored (drained) before the sinks are closed; a second signal gives up draining. Sinks are
+closed in every case, and :meth:`Pipeline.run` returns a :class:`RunSummary`.
+
+With one source a failing source is raised on the caller's thread. With several, a source that
+fails is reported on the log and in its summary and the others go on; live sources there keep
+reopening with backoff (see :class:`~grmp_edge.runtime.sources.LiveSource`) rather than fail.
 """
 from __future__ import annotations
 
@@ -20,7 +30,7 @@ import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -34,11 +44,18 @@ from grmp_edge.spec import PreprocessSpec
 # Latency percentiles in the summary come from the most recent frames only, so memory stays flat on
 # a camera that runs for weeks.
 LATENCY_WINDOW = 4096
+# How long the first queued frame waits for the other sources' frames to share its engine call: long
+# enough for cameras of the same rate to line up, short against one inference (tens of ms on a CPU).
+BATCH_WINDOW_S = 0.005
 
 
 @dataclass
 class RunSummary:
-    """What one run did; ``line()`` is the one-line summary the CLI prints."""
+    """What one run did; ``line()`` is the one-line summary the CLI prints.
+
+    With several sources the top level sums them (``fps`` is the aggregate rate) and ``sources`` holds
+    one summary per source.
+    """
 
     source: str
     frames: int
@@ -52,6 +69,7 @@ class RunSummary:
     events: dict = field(default_factory=dict)
     latency_ms: dict = field(default_factory=dict)
     stopped_by: str = "end of source"
+    sources: list = field(default_factory=list)
 
     def line(self) -> str:
         mean = "n/a" if self.mean_score is None else f"{self.mean_score:.4f}"
@@ -74,8 +92,9 @@ def prepare_batch(rgb: np.ndarray, spec: PreprocessSpec, crops: int = 1) -> np.n
 
 
 def frame_record(frame: Frame, score: float, smoothed: Optional[float], event: Optional[str],
-                 latency_ms: dict) -> dict:
-    """The JSON record of a scored frame (see :mod:`grmp_edge.runtime.sinks`)."""
+                 latency_ms: dict, source: Optional[str] = None) -> dict:
+    """The JSON record of a scored frame (see :mod:`grmp_edge.runtime.sinks`); ``source`` labels the
+    frame's source in runs of several."""
     record = {
         "frame": frame.index,
         "ts": round(frame.ts, 6),
@@ -84,6 +103,8 @@ def frame_record(frame: Frame, score: float, smoothed: Optional[float], event: O
         "event": event,
         "latency_ms": {stage: round(latency_ms[stage], 3) for stage in LATENCY_STAGES},
     }
+    if source is not None:
+        record["source"] = source
     if frame.path is not None:
         record["path"] = frame.path
     if frame.gap_s is not None:
@@ -98,8 +119,18 @@ def _finite(value: Optional[float], digits: int) -> Optional[float]:
     return round(float(value), digits) if value is not None and math.isfinite(value) else None
 
 
+def source_labels(names: Sequence[str]) -> list[str]:
+    """Unique labels for sources (records, metrics): the names, with ``#2``, ``#3``... on repeats."""
+    seen: collections.Counter = collections.Counter()
+    labels = []
+    for name in names:
+        seen[name] += 1
+        labels.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return labels
+
+
 class _Failure:
-    """An exception raised on the producer thread, carried to the consumer."""
+    """An exception raised on a producer thread, carried to the consumer."""
 
     def __init__(self, exc: BaseException):
         self.exc = exc
@@ -108,18 +139,66 @@ class _Failure:
 _END = object()
 
 
-class Pipeline:
-    """Score every frame of ``source`` with ``backend`` and hand the records to ``sinks``.
+def _frames_in(taken: dict) -> int:
+    """How many of the gathered items are frames (not a source's end or failure)."""
+    return sum(item is not _END and not isinstance(item, _Failure) for item in taken.values())
 
-    ``backend`` is any object with ``infer(batch_uint8_nhwc) -> scores (N,)``; ``spec`` the bundle's
-    preprocessing; ``crops`` > 1 scores that many native-resolution crops per frame in one batch and
-    averages them. ``queue_size`` batches wait between the stages (default: 1 for live sources, 2 for
-    files). ``log`` receives human-readable lines (source lost/back, corrupt frames, alarm events).
+
+class _Lane:
+    """One source's part of a run: its queue, producer thread, smoothing and counters."""
+
+    def __init__(self, source: FrameSource, label: str, post: PostProcessor, queue_size: int):
+        self.source, self.label, self.post = source, label, post
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.thread: Optional[threading.Thread] = None
+        self.stopped_by: Optional[str] = None  # set once the lane is finished
+        self.frames = self.scored = 0
+        self.score_sum = 0.0
+        self.events: collections.Counter = collections.Counter()
+        self.latency = {stage: collections.deque(maxlen=LATENCY_WINDOW) for stage in LATENCY_STAGES}
+        self.latency_sum = dict.fromkeys(LATENCY_STAGES, 0.0)
+
+    def add(self, score: float, event: Optional[str], latency_ms: dict) -> None:
+        self.frames += 1
+        if math.isfinite(score):
+            self.scored += 1
+            self.score_sum += score
+        if event:
+            self.events[event] += 1
+        for stage in LATENCY_STAGES:
+            self.latency[stage].append(latency_ms[stage])
+            self.latency_sum[stage] += latency_ms[stage]
+
+    def summary(self, seconds: float, stopped_by: str) -> RunSummary:
+        stats = self.source.stats
+        return RunSummary(
+            source=self.label, frames=self.frames, seconds=seconds,
+            fps=self.frames / seconds if seconds > 0 else 0.0,
+            drops=stats.drops, corrupt=stats.corrupt, gaps=stats.gaps, gap_seconds=stats.gap_seconds,
+            mean_score=self.score_sum / self.scored if self.scored else None,
+            events={DEGRADED: self.events[DEGRADED], RECOVERED: self.events[RECOVERED]},
+            latency_ms=_latency_summaries(self.latency, self.latency_sum, self.frames),
+            stopped_by=stopped_by,
+        )
+
+
+class Pipeline:
+    """Score every frame of ``source`` (one :class:`FrameSource` or a list) with ``backend`` and hand
+    the records to ``sinks``.
+
+    ``backend`` is any object with ``infer(batch_uint8_nhwc) -> scores (N,)`` (and optionally
+    ``max_batch``); ``spec`` the bundle's preprocessing; ``crops`` > 1 scores that many
+    native-resolution crops per frame in one batch and averages them. ``postprocessor`` is the
+    smoothing and alarm of the first source; the others get fresh copies of its settings.
+    ``max_frames`` applies to each source. ``queue_size`` batches wait per source between the stages
+    (default: 1 for live sources, 2 for files). ``batch_window`` seconds: see the module doc.
+    ``log`` receives human-readable lines (source lost/back, corrupt frames, alarm events). With
+    several sources each record carries a ``source`` field (the source's name, made unique).
     """
 
     def __init__(
         self,
-        source: FrameSource,
+        source: Union[FrameSource, Sequence[FrameSource]],
         backend,
         spec: PreprocessSpec,
         sinks: Sequence[Sink] = (),
@@ -129,6 +208,7 @@ class Pipeline:
         max_frames: Optional[int] = None,
         duration: Optional[float] = None,
         queue_size: Optional[int] = None,
+        batch_window: float = BATCH_WINDOW_S,
         log: Optional[Callable[[str], None]] = None,
     ):
         if crops < 1:
@@ -137,54 +217,75 @@ class Pipeline:
             raise GrmpError(f"--max-frames must be >= 1, got {max_frames}")
         if duration is not None and duration <= 0:
             raise GrmpError(f"--duration must be > 0 seconds, got {duration}")
-        self.source = source
+        if not 0 <= batch_window <= 1:
+            raise GrmpError(f"--batch-window-ms must be between 0 and 1000, got {batch_window * 1e3:g}")
+        sources = [source] if isinstance(source, FrameSource) else list(source)
+        if not sources:
+            raise GrmpError("no source to score")
         self.backend = backend
         self.spec = spec
         self.sinks = list(sinks)
         self.crops = crops
-        self.post = postprocessor or PostProcessor()
         self.max_frames = max_frames
         self.duration = duration
+        self.batch_window = batch_window
         self.log = log or (lambda line: None)
-        # One queued batch already overlaps capture with inference; a live source gets no more, so a
-        # scored frame is at most about two inference times old. Files get one more to absorb jitter.
-        if queue_size is None:
-            queue_size = 1 if source.live else 2
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        post = postprocessor or PostProcessor()
+        self.multi = len(sources) > 1
+        self._lanes = []
+        for i, (src, label) in enumerate(zip(sources, source_labels([s.name for s in sources]))):
+            lane_post = post if i == 0 else PostProcessor(post.smoother.alpha, post.alarm.low, post.alarm.high)
+            # One queued batch already overlaps capture with inference; a live source gets no more, so a
+            # scored frame is at most about two inference times old. Files get one more to absorb jitter.
+            size = queue_size if queue_size is not None else (1 if src.live else 2)
+            self._lanes.append(_Lane(src, label, lane_post, size))
+        max_batch = getattr(backend, "max_batch", None)
+        # Frames per engine call; a frame's crops always go together, even past a small max_batch.
+        self._per_call = len(self._lanes) if max_batch is None else max(1, max_batch // crops)
+        self._arrived = threading.Condition()
         self._stop = threading.Event()
-        self._stopped_by = "end of source"
+        self._stopped_by: Optional[str] = None
         self._signals = 0
+
+    @property
+    def source(self) -> FrameSource:
+        """The first (with one source, the only) source."""
+        return self._lanes[0].source
 
     def stop(self, reason: str = "stop()") -> None:
         """Ask the run to end (thread-safe); frames already queued are still scored."""
         if not self._stop.is_set():
             self._stopped_by = reason
         self._stop.set()
+        with self._arrived:
+            self._arrived.notify_all()
 
-    # -- producer thread -------------------------------------------------------------------------
+    # -- producer threads (one per source) -------------------------------------------------------
 
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
+    def _put(self, lane: _Lane, item) -> bool:
+        while not self._stop.is_set() and lane.stopped_by is None:
             try:
-                self._queue.put(item, timeout=0.1)
-                return True
+                lane.queue.put(item, timeout=0.1)
             except queue.Full:
                 continue
+            with self._arrived:
+                self._arrived.notify()
+            return True
         return False
 
-    def _produce(self) -> None:
-        frames = iter(self.source)
+    def _produce(self, lane: _Lane) -> None:
+        frames = iter(lane.source)
         try:
             for frame in frames:
                 if self._stop.is_set():
                     break
                 t0 = time.perf_counter()
                 batch = prepare_batch(frame.rgb, self.spec, self.crops)
-                if not self._put((frame, batch, (time.perf_counter() - t0) * 1e3)):
+                if not self._put(lane, (frame, batch, (time.perf_counter() - t0) * 1e3)):
                     break
-            self._put(_END)
-        except BaseException as exc:  # handed to the consumer, which re-raises it on the caller's thread
-            self._put(_Failure(exc))
+            self._put(lane, _END)
+        except BaseException as exc:  # handed to the consumer, which raises or reports it
+            self._put(lane, _Failure(exc))
         finally:
             close = getattr(frames, "close", None)
             if close is not None:
@@ -202,77 +303,111 @@ class Pipeline:
         self.log(f"{signal.Signals(signum).name}: draining queued frames, then closing the sinks")
         self.stop(signal.Signals(signum).name)
 
-    def _next_item(self, started: float):
-        """The next queued item, or None when the run should end (after draining on stop)."""
-        while True:
-            if self._stop.is_set():
-                try:
-                    return self._queue.get_nowait()
-                except queue.Empty:
+    def _out_of_time(self, started: float) -> bool:
+        if self.duration is not None and time.perf_counter() - started >= self.duration:
+            self.stop("duration")
+            return True
+        return False
+
+    def _gather(self, started: float) -> Optional[list]:
+        """The next engine call's items as ``(lane, item)`` pairs (see the module doc), or None when
+        the run should end (after draining on stop)."""
+        taken: dict = {}
+        deadline = None
+        with self._arrived:
+            while True:
+                running = [lane for lane in self._lanes if lane.stopped_by is None]
+                for lane in running:
+                    if lane in taken or _frames_in(taken) >= self._per_call:
+                        continue
+                    try:
+                        taken[lane] = lane.queue.get_nowait()
+                    except queue.Empty:
+                        continue
+                    if deadline is None:
+                        deadline = time.perf_counter() + self.batch_window
+                if taken and (_frames_in(taken) >= self._per_call or all(lane in taken for lane in running)
+                              or self._stop.is_set() or time.perf_counter() >= deadline):
+                    return list(taken.items())
+                if self._stop.is_set() or not running:
                     return None
-            try:
-                return self._queue.get(timeout=0.1)
-            except queue.Empty:
-                if self.duration is not None and time.perf_counter() - started >= self.duration:
-                    self.stop("duration")
+                if not taken and self._out_of_time(started):
                     return None
+                self._arrived.wait(0.1 if deadline is None else max(0.0, deadline - time.perf_counter()))
+
+    def _finish(self, lane: _Lane, reason: str) -> None:
+        lane.stopped_by = reason
+        lane.source.close()
+        if self.multi:
+            self.log(f"{lane.label}: stopped ({reason})")
+
+    def _score(self, items: list) -> None:
+        """One engine call over the frames in ``items``; records to the sinks, per-source smoothing."""
+        t0 = time.perf_counter()
+        scores = np.asarray(self.backend.infer(np.concatenate([batch for _, (_, batch, _) in items])),
+                            dtype=np.float64).reshape(len(items), -1)
+        t1 = time.perf_counter()
+        for (lane, (frame, _, preprocess_ms)), crop_scores in zip(items, scores):
+            score = float(crop_scores.mean())
+            if math.isfinite(score):
+                smoothed, event = lane.post.update(score)
+            else:
+                smoothed, event = lane.post.smoother.value, None
+            if event:
+                prefix = f"{lane.label}: " if self.multi else ""
+                self.log(f"{prefix}frame {frame.index}: {event} (smoothed score {smoothed:.3f})")
+            lat = {"capture": frame.capture_ms, "preprocess": preprocess_ms,
+                   "infer": (t1 - t0) * 1e3, "total": (time.perf_counter() - frame.t_start) * 1e3}
+            record = frame_record(frame, score, smoothed, event, lat, lane.label if self.multi else None)
+            for sink in self.sinks:
+                sink.write(record, frame, lane.source)
+            lane.add(score, event, lat)
+            if self.max_frames is not None and lane.frames >= self.max_frames:
+                self._finish(lane, "max-frames")
 
     def run(self, handle_signals: bool = True) -> RunSummary:
-        """Run until the source ends or a stop condition; sinks are closed whatever happens."""
+        """Run until every source ends or a stop condition; sinks are closed whatever happens."""
         previous = {}
         if handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, self._on_signal)
-        self.source.on_event = self._on_source_event
-        producer = threading.Thread(target=self._produce, name="capture+preprocess", daemon=True)
+        for lane in self._lanes:
+            lane.source.on_event = self._on_source_event
+            lane.thread = threading.Thread(target=self._produce, args=(lane,), daemon=True,
+                                           name=f"capture+preprocess {lane.label}")
         started = time.perf_counter()
-        frames, scored, score_sum = 0, 0, 0.0
-        events: collections.Counter = collections.Counter()
-        latency = {stage: collections.deque(maxlen=LATENCY_WINDOW) for stage in LATENCY_STAGES}
-        latency_sum = dict.fromkeys(LATENCY_STAGES, 0.0)
         try:
-            producer.start()
+            for lane in self._lanes:
+                lane.thread.start()
             while True:
-                item = self._next_item(started)
-                if item is None or item is _END:
+                items = self._gather(started)
+                if items is None:
                     break
-                if isinstance(item, _Failure):
-                    raise item.exc
-                frame, batch, preprocess_ms = item
-                t0 = time.perf_counter()
-                scores = np.asarray(self.backend.infer(batch), dtype=np.float64).reshape(-1)
-                t1 = time.perf_counter()
-                score = float(scores.mean())
-                if math.isfinite(score):
-                    smoothed, event = self.post.update(score)
-                    score_sum += score
-                    scored += 1
-                else:
-                    smoothed, event = self.post.smoother.value, None
-                if event:
-                    events[event] += 1
-                    self.log(f"frame {frame.index}: {event} (smoothed score {smoothed:.3f})")
-                lat = {"capture": frame.capture_ms, "preprocess": preprocess_ms,
-                       "infer": (t1 - t0) * 1e3, "total": (time.perf_counter() - frame.t_start) * 1e3}
-                record = frame_record(frame, score, smoothed, event, lat)
-                for sink in self.sinks:
-                    sink.write(record, frame, self.source)
-                frames += 1
-                for stage in LATENCY_STAGES:
-                    latency[stage].append(lat[stage])
-                    latency_sum[stage] += lat[stage]
-                if self.max_frames is not None and frames >= self.max_frames:
-                    self.stop("max-frames")
-                    break
-                if self.duration is not None and time.perf_counter() - started >= self.duration:
-                    self.stop("duration")
+                frames = []
+                for lane, item in items:
+                    if item is _END:
+                        self._finish(lane, "end of source")
+                    elif isinstance(item, _Failure):
+                        if not self.multi:
+                            raise item.exc
+                        self._finish(lane, f"failed: {item.exc}")
+                    elif lane.stopped_by is None:  # frames queued after max-frames are not scored
+                        frames.append((lane, item))
+                if frames:
+                    self._score(frames)
+                if all(lane.stopped_by is not None for lane in self._lanes) or self._out_of_time(started):
                     break
                 if any(sink.should_stop() for sink in self.sinks):
                     self.stop("a sink (window closed or output closed)")
         finally:
             self._stop.set()
-            self.source.close()
-            producer.join(timeout=1.0)  # a reader blocked on an idle stdin pipe is a daemon: left behind
+            for lane in self._lanes:
+                lane.source.close()
+            join_until = time.perf_counter() + 1.0
+            for lane in self._lanes:
+                # A reader blocked on an idle stdin pipe is a daemon thread: left behind.
+                if lane.thread.ident is not None:
+                    lane.thread.join(timeout=max(0.0, join_until - time.perf_counter()))
             errors = []
             for sink in self.sinks:
                 try:
@@ -283,25 +418,40 @@ class Pipeline:
                 signal.signal(sig, handler)
         if errors:
             raise GrmpError(f"closing an output failed: {errors[0]}")
-        seconds = time.perf_counter() - started
-        stats = self.source.stats
+        return self._summary(time.perf_counter() - started)
+
+    def _summary(self, seconds: float) -> RunSummary:
+        # A signal wins over what the lanes saw while draining: the exit status depends on it.
+        signalled = self._stopped_by in ("SIGINT", "SIGTERM")
+        reasons = [self._stopped_by if signalled else lane.stopped_by or self._stopped_by or "end of source"
+                   for lane in self._lanes]
+        per_source = [lane.summary(seconds, reason) for lane, reason in zip(self._lanes, reasons)]
+        if not self.multi:
+            return per_source[0]
+        stopped_by = self._stopped_by or (reasons[0] if len(set(reasons)) == 1 else "every source ended")
+        latency = {stage: [v for lane in self._lanes for v in lane.latency[stage]] for stage in LATENCY_STAGES}
+        latency_sum = {stage: sum(lane.latency_sum[stage] for lane in self._lanes) for stage in LATENCY_STAGES}
+        frames = sum(s.frames for s in per_source)
+        scored = sum(lane.scored for lane in self._lanes)
         return RunSummary(
-            source=self.source.name,
-            frames=frames,
-            seconds=seconds,
+            source=f"{len(per_source)} sources", frames=frames, seconds=seconds,
             fps=frames / seconds if seconds > 0 else 0.0,
-            drops=stats.drops,
-            corrupt=stats.corrupt,
-            gaps=stats.gaps,
-            gap_seconds=stats.gap_seconds,
-            mean_score=score_sum / scored if scored else None,
-            events={DEGRADED: events[DEGRADED], RECOVERED: events[RECOVERED]},
-            latency_ms={stage: _latency_summary(latency[stage], latency_sum[stage], frames)
-                        for stage in LATENCY_STAGES} if frames else {},
-            stopped_by=self._stopped_by,
+            drops=sum(s.drops for s in per_source), corrupt=sum(s.corrupt for s in per_source),
+            gaps=sum(s.gaps for s in per_source), gap_seconds=sum(s.gap_seconds for s in per_source),
+            mean_score=sum(lane.score_sum for lane in self._lanes) / scored if scored else None,
+            events={event: sum(s.events[event] for s in per_source) for event in (DEGRADED, RECOVERED)},
+            latency_ms=_latency_summaries(latency, latency_sum, frames),
+            stopped_by=stopped_by, sources=per_source,
         )
 
 
-def _latency_summary(recent, total: float, count: int) -> dict:
-    values = np.asarray(recent, dtype=np.float64)
-    return {"mean": total / count, "p50": float(np.percentile(values, 50)), "p90": float(np.percentile(values, 90))}
+def _latency_summaries(recent: dict, total: dict, count: int) -> dict:
+    """``{stage: {mean, p50, p90}}`` over ``count`` frames (percentiles of the ``recent`` ones); {} for none."""
+    if not count:
+        return {}
+    summaries = {}
+    for stage in LATENCY_STAGES:
+        values = np.asarray(recent[stage], dtype=np.float64)
+        summaries[stage] = {"mean": total[stage] / count, "p50": float(np.percentile(values, 50)),
+                            "p90": float(np.percentile(values, 90))}
+    return summaries

@@ -9,7 +9,8 @@ end, always, whatever stopped the run. The record::
      "latency_ms": {"capture": 3.1, "preprocess": 0.6, "infer": 4.2, "total": 9.0},
      "path": "frames/0012.jpg",   # only for frames read from image files (folder, glob, image)
      "media_s": 0.48,             # only for video files: the frame's time in the video
-     "gap_s": 2.4}                # only on the first frame after a live source came back
+     "gap_s": 2.4,                # only on the first frame after a live source came back
+     "source": "rtsp://cam1/live"}  # only in runs of several sources: which one
 
 ``event`` is ``"degraded"``, ``"recovered"`` or null (see :mod:`grmp_edge.runtime.postprocess`).
 Text files are line-buffered, so an interrupted run leaves every line but at most the one being
@@ -100,19 +101,23 @@ class JsonlSink(Sink):
 
 
 class CsvSink(Sink):
-    """The record flattened into :data:`CSV_COLUMNS` (empty cells for null), line-buffered."""
+    """The record flattened into :data:`CSV_COLUMNS` (empty cells for null), line-buffered;
+    ``source_column`` appends a ``source`` column (runs of several sources)."""
 
-    def __init__(self, path):
+    def __init__(self, path, source_column: bool = False):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "w", buffering=1, encoding="utf-8", newline="")
         self._writer = csv.writer(self._file, lineterminator="\n")
-        self._writer.writerow(CSV_COLUMNS)
+        self._source_column = source_column
+        self._writer.writerow(CSV_COLUMNS + (("source",) if source_column else ()))
 
     def write(self, record: dict, frame: Frame, source: FrameSource) -> None:
         latency = record["latency_ms"]
         row = [record["frame"], record["ts"], record["score"], record["smoothed"], record["event"],
                *(latency[stage] for stage in LATENCY_STAGES), record.get("path")]
+        if self._source_column:
+            row.append(record.get("source"))
         self._writer.writerow(["" if value is None else value for value in row])
 
     def close(self) -> None:
@@ -246,6 +251,47 @@ def _prom_number(value: float) -> str:
     return repr(value)
 
 
+def _labels(source: Optional[str], labels: dict) -> str:
+    """A sample's label set in exposition format: ``source`` first (when there is one), values escaped."""
+    pairs = ([("source", source)] if source is not None else []) + list(labels.items())
+    if not pairs:
+        return ""
+    escaped = (str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") for _, v in pairs)
+    return "{" + ",".join(f'{k}="{v}"' for (k, _), v in zip(pairs, escaped)) + "}"
+
+
+class _SourceMetrics:
+    """The values :class:`MetricsSink` keeps for one source."""
+
+    def __init__(self, window: int):
+        self.score = self.smoothed = math.nan
+        self.degraded = False
+        self.frames = 0
+        self.events: collections.Counter = collections.Counter()
+        self.stats = None
+        self.times: collections.deque = collections.deque(maxlen=4096)
+        self.latency = {stage: collections.deque(maxlen=window) for stage in LATENCY_STAGES}
+        self.latency_sum = dict.fromkeys(LATENCY_STAGES, 0.0)
+
+    def add(self, record: dict, source: FrameSource) -> None:
+        self.score = math.nan if record["score"] is None else record["score"]
+        self.smoothed = math.nan if record["smoothed"] is None else record["smoothed"]
+        self.degraded = _alarm_state(self.degraded, record)
+        if record["event"]:
+            self.events[record["event"]] += 1
+        self.frames += 1
+        self.stats = source.stats
+        self.times.append(time.perf_counter())
+        for stage in LATENCY_STAGES:
+            seconds = record["latency_ms"][stage] / 1e3
+            self.latency[stage].append(seconds)
+            self.latency_sum[stage] += seconds
+
+    def quantile(self, stage: str, q: float) -> float:
+        values = np.asarray(self.latency[stage], dtype=np.float64)
+        return float(np.quantile(values, q)) if values.size else math.nan
+
+
 class MetricsSink(Sink):
     """Prometheus text exposition at ``http://HOST:PORT/metrics``, served from a daemon thread.
 
@@ -253,24 +299,24 @@ class MetricsSink(Sink):
     ``fps_window`` seconds), ``grmp_degraded``; counters ``grmp_frames_total``,
     ``grmp_drops_total``, ``grmp_corrupt_total``, ``grmp_source_gaps_total``,
     ``grmp_events_total{event}``; summary ``grmp_latency_seconds{stage}`` with quantiles over the
-    last ``window`` frames. Binds 127.0.0.1 unless told otherwise; port 0 picks a free port
-    (``.port`` says which).
+    last ``window`` frames. In runs of several sources (records with a ``source`` field) every
+    sample carries a ``source`` label and each source keeps its own values. Binds 127.0.0.1 unless told otherwise; port 0 picks a free port
+    (``.port`` says which); port None serves nothing, for a server that serves :meth:`render`
+    itself (``grmp-edge run --serve``).
     """
 
     QUANTILES = (0.5, 0.9, 0.99)
 
-    def __init__(self, port: int, host: str = "127.0.0.1", window: int = 1024, fps_window: float = 5.0):
+    def __init__(self, port: Optional[int], host: str = "127.0.0.1", window: int = 1024, fps_window: float = 5.0):
         self._lock = threading.Lock()
-        self._score = self._smoothed = math.nan
-        self._degraded = False
-        self._frames = 0
-        self._events = collections.Counter()
-        self._stats = None
-        self._times: collections.deque = collections.deque(maxlen=4096)
+        self._window = window
         self._fps_window = fps_window
         self._started = time.perf_counter()
-        self._latency = {stage: collections.deque(maxlen=window) for stage in LATENCY_STAGES}
-        self._latency_sum = dict.fromkeys(LATENCY_STAGES, 0.0)
+        # Source label (None in single-source runs: no label) -> that source's values, first seen first.
+        self._sources: dict[Optional[str], _SourceMetrics] = {}
+        self._server = None
+        if port is None:
+            return
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -303,63 +349,61 @@ class MetricsSink(Sink):
 
     def write(self, record: dict, frame: Frame, source: FrameSource) -> None:
         with self._lock:
-            self._score = math.nan if record["score"] is None else record["score"]
-            self._smoothed = math.nan if record["smoothed"] is None else record["smoothed"]
-            self._degraded = _alarm_state(self._degraded, record)
-            if record["event"]:
-                self._events[record["event"]] += 1
-            self._frames += 1
-            self._stats = source.stats
-            self._times.append(time.perf_counter())
-            for stage in LATENCY_STAGES:
-                seconds = record["latency_ms"][stage] / 1e3
-                self._latency[stage].append(seconds)
-                self._latency_sum[stage] += seconds
+            label = record.get("source")
+            if label not in self._sources:
+                self._sources[label] = _SourceMetrics(self._window)
+            self._sources[label].add(record, source)
 
-    def _fps(self, now: float) -> float:
+    def _fps(self, times, now: float) -> float:
         window = min(self._fps_window, now - self._started)
         if window <= 0:
             return 0.0
-        return sum(1 for t in self._times if now - t <= window) / window
+        return sum(1 for t in times if now - t <= window) / window
 
     def render(self) -> str:
         """The current metrics in Prometheus text format 0.0.4."""
         with self._lock:
-            stats = self._stats
+            now = time.perf_counter()
+            # Before the first frame there is one unlabelled set of values, all empty.
+            sources = self._sources or {None: _SourceMetrics(self._window)}
             lines: list[str] = []
 
-            def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+            def metric(name: str, kind: str, help_text: str, value, *extra: dict) -> None:
+                """One metric: ``value(m)`` per source, or ``value(m, **labels)`` per source and label set."""
                 lines.append(f"# HELP {name} {help_text}")
                 lines.append(f"# TYPE {name} {kind}")
-                lines.extend(f"{name}{labels} {_prom_number(value)}" for labels, value in samples)
+                for label, m in sources.items():
+                    for labels in extra or ({},):
+                        lines.append(f"{name}{_labels(label, labels)} {_prom_number(value(m, **labels))}")
 
-            metric("grmp_score", "gauge", "Latest quality score in (0, 1), higher is better.", [("", self._score)])
-            metric("grmp_score_smoothed", "gauge", "Exponentially smoothed quality score.", [("", self._smoothed)])
-            metric("grmp_degraded", "gauge", "1 while the hysteresis alarm says degraded.", [("", float(self._degraded))])
+            def stat(name: str):
+                return lambda m: getattr(m.stats, name) if m.stats else 0
+
+            metric("grmp_score", "gauge", "Latest quality score in (0, 1), higher is better.", lambda m: m.score)
+            metric("grmp_score_smoothed", "gauge", "Exponentially smoothed quality score.", lambda m: m.smoothed)
+            metric("grmp_degraded", "gauge", "1 while the hysteresis alarm says degraded.",
+                   lambda m: float(m.degraded))
             metric("grmp_fps", "gauge", f"Frames scored per second over the last {self._fps_window:g} s.",
-                   [("", self._fps(time.perf_counter()))])
-            metric("grmp_frames_total", "counter", "Frames scored.", [("", self._frames)])
+                   lambda m: self._fps(m.times, now))
+            metric("grmp_frames_total", "counter", "Frames scored.", lambda m: m.frames)
             metric("grmp_drops_total", "counter", "Frames a live source dropped because scoring was behind.",
-                   [("", stats.drops if stats else 0)])
+                   stat("drops"))
             metric("grmp_corrupt_total", "counter", "Frames or images skipped because they could not be decoded.",
-                   [("", stats.corrupt if stats else 0)])
-            metric("grmp_source_gaps_total", "counter", "Times a live source was lost and came back.",
-                   [("", stats.gaps if stats else 0)])
-            metric("grmp_events_total", "counter", "Alarm events.",
-                   [(f'{{event="{event}"}}', self._events[event]) for event in (DEGRADED, RECOVERED)])
-            samples: list[tuple[str, float]] = []
-            for stage in LATENCY_STAGES:
-                values = np.asarray(self._latency[stage], dtype=np.float64)
-                for q in self.QUANTILES:
-                    samples.append((f'{{stage="{stage}",quantile="{q}"}}',
-                                    float(np.quantile(values, q)) if values.size else math.nan))
+                   stat("corrupt"))
+            metric("grmp_source_gaps_total", "counter", "Times a live source was lost and came back.", stat("gaps"))
+            metric("grmp_events_total", "counter", "Alarm events.", lambda m, event: m.events[event],
+                   *({"event": event} for event in (DEGRADED, RECOVERED)))
             metric("grmp_latency_seconds", "summary", "Per-frame latency by stage (quantiles over recent frames).",
-                   samples)
-            for stage in LATENCY_STAGES:
-                lines.append(f'grmp_latency_seconds_sum{{stage="{stage}"}} {_prom_number(self._latency_sum[stage])}')
-                lines.append(f'grmp_latency_seconds_count{{stage="{stage}"}} {self._frames}')
+                   lambda m, stage, quantile: m.quantile(stage, quantile),
+                   *({"stage": stage, "quantile": q} for stage in LATENCY_STAGES for q in self.QUANTILES))
+            for label, m in sources.items():
+                for stage in LATENCY_STAGES:
+                    labels = _labels(label, {"stage": stage})
+                    lines.append(f"grmp_latency_seconds_sum{labels} {_prom_number(m.latency_sum[stage])}")
+                    lines.append(f"grmp_latency_seconds_count{labels} {m.frames}")
         return "\n".join(lines) + "\n"
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

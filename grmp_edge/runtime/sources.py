@@ -47,6 +47,9 @@ GRAMMAR = ("csi://N, v4l2:///dev/videoN (or --camera N), rtsp://..., file://PATH
 # A video whose decoder fails this many times in a row has ended (failures followed by a good frame
 # were corrupt frames). OpenCV cannot tell "end of file" from "undecodable frame" on its own.
 MAX_CONSECUTIVE_READ_FAILURES = 16
+# A stream that sends nothing for this long is lost (and reopened). FFmpeg's own default is 30 s,
+# and a camera that loses power sends no goodbye.
+STREAM_TIMEOUT_MS = 5000
 
 
 def _cv2():
@@ -168,24 +171,43 @@ def bgr_to_rgb(image: Optional[np.ndarray]) -> Optional[np.ndarray]:
 
 
 class VideoFileSource(FrameSource):
-    """Every frame (or every ``stride``-th) of a video file, in order; skipped frames are not decoded."""
+    """Every frame (or every ``stride``-th) of a video file, in order; skipped frames are not decoded.
 
-    def __init__(self, path: Path, stride: int = 1):
+    ``realtime`` delivers frames no faster than the file's frame rate (25 fps when it does not say),
+    as a camera would; ``loop`` starts the file again at its end until the source is closed (frame
+    numbers keep counting, ``media_s`` is the time within the file).
+    """
+
+    def __init__(self, path: Path, stride: int = 1, realtime: bool = False, loop: bool = False):
         super().__init__(f"video {path}", stride)
         self.path = Path(path)
+        self.realtime, self.loop = realtime, loop
 
-    def frames(self) -> Iterator[Frame]:
-        cv2 = _cv2()
-        cap = cv2.VideoCapture(str(self.path))
+    def _open(self):
+        cap = _cv2().VideoCapture(str(self.path))
         if not cap.isOpened():
             cap.release()
             raise GrmpError(f"cannot open video {self.path}: OpenCV cannot decode it (not a video, or codec missing)")
+        return cap
+
+    def frames(self) -> Iterator[Frame]:
+        cv2 = _cv2()
+        cap = self._open()
         self.fps = cap.get(cv2.CAP_PROP_FPS) or None
+        period = self.stride / (self.fps or 25.0)  # between delivered frames, with realtime
+        due = time.perf_counter()
         try:
-            index, failures = 0, 0
+            base, pos, length, failures = 0, 0, 0, 0  # length: frames read in this pass over the file
             while not self._closed.is_set():
-                t_start, ts = time.perf_counter(), time.time()
+                index = base + pos
                 keep = index % self.stride == 0
+                if self.realtime and keep and not failures:
+                    if self._closed.wait(max(0.0, due - time.perf_counter())):
+                        break
+                    # Behind (scoring is slower than the video): go on from now, as a camera would,
+                    # instead of racing through frames to catch up.
+                    due = max(due, time.perf_counter()) + period
+                t_start, ts = time.perf_counter(), time.time()
                 ok = cap.grab()
                 bgr = None
                 if ok and keep:
@@ -193,9 +215,15 @@ class VideoFileSource(FrameSource):
                 if not ok:
                     failures += 1
                     if failures >= MAX_CONSECUTIVE_READ_FAILURES:
-                        break  # end of stream; trailing failures are not corrupt frames
-                    index += 1
+                        if not (self.loop and length):
+                            break  # end of stream; trailing failures are not corrupt frames
+                        cap.release()
+                        cap = self._open()  # replay: reopening works for every container, seeking may not
+                        base, pos, length, failures = base + length, 0, 0, 0
+                        continue
+                    pos += 1
                     continue
+                length = pos + 1
                 if failures:
                     self.stats.corrupt += failures
                     self._emit("corrupt", f"{self.path}: {failures} undecodable frame(s) before frame {index}")
@@ -206,10 +234,10 @@ class VideoFileSource(FrameSource):
                         self._corrupt(f"{self.path}: frame {index} is not an image")
                     else:
                         capture_ms = (time.perf_counter() - t_start) * 1e3
-                        media_s = index / self.fps if self.fps else None
+                        media_s = pos / self.fps if self.fps else None
                         yield self._delivered(Frame(index, ts, rgb, None, capture_ms, t_start=t_start,
                                                     media_s=media_s))
-                index += 1
+                pos += 1
         finally:
             cap.release()
 
@@ -298,21 +326,25 @@ class LiveSource(FrameSource):
     """A camera or stream read by a capture thread that keeps only the latest ``queue_size`` frames.
 
     ``opener()`` returns a ``cv2.VideoCapture``. The first open happens when iteration starts and a
-    failure is a GrmpError (``hint`` says what to check). Later failures (the camera was unplugged,
-    the stream dropped) start reopen attempts with exponential backoff from ``backoff_min`` to
-    ``backoff_max`` seconds until the source comes back or is closed.
+    failure is a GrmpError (``hint`` says what to check), unless ``retry_first_open``: then it is
+    reported as a ``lost`` event and retried like a later loss (a run of several cameras keeps going
+    while one of them is still booting). Later failures (the camera was unplugged, the stream
+    dropped) start reopen attempts with exponential backoff from ``backoff_min`` to ``backoff_max``
+    seconds until the source comes back or is closed.
     """
 
     live = True
 
     def __init__(self, name: str, opener: Callable[[], object], hint: str = "", stride: int = 1,
-                 queue_size: int = 2, backoff_min: float = 0.1, backoff_max: float = 5.0):
+                 queue_size: int = 2, backoff_min: float = 0.1, backoff_max: float = 5.0,
+                 retry_first_open: bool = False):
         super().__init__(name, stride)
         if queue_size < 1:
             raise GrmpError(f"queue size must be >= 1, got {queue_size}")
         self.opener = opener
         self.hint = hint
         self.backoff_min, self.backoff_max = backoff_min, backoff_max
+        self.retry_first_open = retry_first_open
         self._queue: collections.deque = collections.deque(maxlen=queue_size)
         self._ready = threading.Condition()
         self._done = False
@@ -334,8 +366,12 @@ class LiveSource(FrameSource):
     def frames(self) -> Iterator[Frame]:
         cap = self._try_open()
         if cap is None:
-            raise GrmpError(f"cannot open {self.name}" + (f": {self.hint}" if self.hint else ""))
-        self.fps = cap.get(_cv2().CAP_PROP_FPS) or None
+            message = f"cannot open {self.name}" + (f": {self.hint}" if self.hint else "")
+            if not self.retry_first_open:
+                raise GrmpError(message)
+            self._emit("lost", f"{message}; retrying with backoff")
+        else:
+            self.fps = cap.get(_cv2().CAP_PROP_FPS) or None
         self._thread = threading.Thread(target=self._capture, args=(cap,), name=f"capture {self.name}", daemon=True)
         self._thread.start()
         try:
@@ -371,7 +407,8 @@ class LiveSource(FrameSource):
 
     def _capture_loop(self, cap) -> None:
         index = 0
-        lost_at: Optional[float] = None
+        # A source that could not be opened yet (retry_first_open) starts out lost, already reported.
+        lost_at: Optional[float] = None if cap is not None else time.perf_counter()
         delay = self.backoff_min
         try:
             while not self._closed.is_set():
@@ -402,6 +439,7 @@ class LiveSource(FrameSource):
                     self.stats.gap_seconds += gap_s
                     self._emit("back", f"{self.name} is back after {gap_s:.2f} s", gap_s=gap_s)
                     lost_at, delay = None, self.backoff_min
+                    self.fps = self.fps or cap.get(_cv2().CAP_PROP_FPS) or None
                 if index % self.stride == 0:
                     rgb = bgr_to_rgb(bgr)
                     if rgb is None:
@@ -463,15 +501,21 @@ def csi_pipeline(sensor: int, width: int = 1920, height: int = 1080, fps: int = 
     )
 
 
-def _capture_factory(target, api_name: str) -> Callable[[], object]:
-    """A callable opening ``cv2.VideoCapture(target, cv2.<api_name>)`` (looked up at call time)."""
+def _capture_factory(target, api_name: str, timeouts: bool = False) -> Callable[[], object]:
+    """A callable opening ``cv2.VideoCapture(target, cv2.<api_name>)`` (looked up at call time);
+    ``timeouts`` bounds opening and each read by :data:`STREAM_TIMEOUT_MS` where OpenCV supports it."""
     def open_capture():
         cv2 = _cv2()
+        props = ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC") if timeouts else ()
+        params = [p for name in props if hasattr(cv2, name) for p in (getattr(cv2, name), STREAM_TIMEOUT_MS)]
+        if params:
+            return cv2.VideoCapture(target, getattr(cv2, api_name), params)
         return cv2.VideoCapture(target, getattr(cv2, api_name))
     return open_capture
 
 
-def _csi_source(text: str, stride: int, queue_size: int, width: int, height: int, fps: int, flip: int) -> LiveSource:
+def _csi_source(text: str, stride: int, queue_size: int, width: int, height: int, fps: int, flip: int,
+                retry: bool) -> LiveSource:
     sensor = text[len("csi://"):]
     if not sensor.isdigit():
         raise GrmpError(f"CSI source must be csi://N with a sensor number, got {text!r}")
@@ -483,20 +527,20 @@ def _csi_source(text: str, stride: int, queue_size: int, width: int, height: int
     pipeline = csi_pipeline(int(sensor), width, height, fps, flip)
     return LiveSource(text, _capture_factory(pipeline, "CAP_GSTREAMER"),
                       hint="is the camera connected and nvargus-daemon running? (gst-launch-1.0 nvarguscamerasrc ! fakesink)",
-                      stride=stride, queue_size=queue_size)
+                      stride=stride, queue_size=queue_size, retry_first_open=retry)
 
 
-def _v4l2_source(device: str, stride: int, queue_size: int) -> LiveSource:
+def _v4l2_source(device: str, stride: int, queue_size: int, retry: bool = False) -> LiveSource:
     match = re.fullmatch(r"(?:/dev/video)?(\d+)", device)
     # OpenCV's V4L2 backend takes the camera number; other device paths (udev symlinks) go as paths.
     target = int(match.group(1)) if match else device
     name = f"v4l2://{device if device.startswith('/') else '/dev/video' + device}"
     return LiveSource(name, _capture_factory(target, "CAP_V4L2"),
                       hint="is a camera connected, and readable by this user? (ls -l /dev/video*; v4l2-ctl --list-devices)",
-                      stride=stride, queue_size=queue_size)
+                      stride=stride, queue_size=queue_size, retry_first_open=retry)
 
 
-def _path_source(text: str, stride: int) -> FrameSource:
+def _path_source(text: str, stride: int, realtime: bool = False, loop: bool = False) -> FrameSource:
     if any(ch in text for ch in "*?["):
         paths = sorted(Path(p) for p in glob.glob(text, recursive=True)
                        if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES)
@@ -512,7 +556,7 @@ def _path_source(text: str, stride: int) -> FrameSource:
     if path.is_file():
         if path.suffix.lower() in IMAGE_SUFFIXES:
             return ImageFilesSource([path], f"image {path}", stride)
-        return VideoFileSource(path, stride)
+        return VideoFileSource(path, stride, realtime, loop)
     raise GrmpError(f"source not found: {text!r} (a source is one of: {GRAMMAR})")
 
 
@@ -527,18 +571,24 @@ def parse_source(
     csi_height: int = 1080,
     csi_fps: int = 30,
     csi_flip: int = 0,
+    retry_first_open: bool = False,
+    realtime: bool = False,
+    loop: bool = False,
 ) -> FrameSource:
     """Build the :class:`FrameSource` a ``--source`` text (or ``--camera N``) names; see the module doc.
 
     Nothing is opened here (cameras open when iteration starts), but paths, sizes and the OpenCV
-    build are checked so that a wrong source fails before a model is loaded.
+    build are checked so that a wrong source fails before a model is loaded. ``retry_first_open``:
+    a camera or stream that cannot be opened yet is retried with backoff instead of failing.
+    ``realtime`` and ``loop`` pace and replay video files (see :class:`VideoFileSource`); other
+    sources, live already or stills, ignore them.
     """
     if text is not None and camera is not None:
         raise GrmpError("pass either --source or --camera, not both")
     if camera is not None:
         if camera < 0:
             raise GrmpError(f"--camera must be a camera number >= 0, got {camera}")
-        return _v4l2_source(str(camera), stride, queue_size)
+        return _v4l2_source(str(camera), stride, queue_size, retry_first_open)
     if not text:
         raise GrmpError(f"no source: pass --camera N or --source S, where S is {GRAMMAR}")
     if stdin_size is not None and text != "-":
@@ -550,15 +600,29 @@ def parse_source(
         return StdinRawSource(width, height, stride)
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if scheme == "csi":
-        return _csi_source(text, stride, queue_size, csi_width, csi_height, csi_fps, csi_flip)
+        return _csi_source(text, stride, queue_size, csi_width, csi_height, csi_fps, csi_flip, retry_first_open)
     if scheme == "v4l2":
-        return _v4l2_source(text[len("v4l2://"):], stride, queue_size)
+        return _v4l2_source(text[len("v4l2://"):], stride, queue_size, retry_first_open)
     if scheme in ("rtsp", "rtsps"):
-        return LiveSource(text, _capture_factory(text, "CAP_FFMPEG"),
+        # The name goes to logs, JSON lines and metric labels: never the stream's password.
+        return LiveSource(re.sub(r"(?<=://)[^/@]*@", "", text, count=1), _capture_factory(text, "CAP_FFMPEG", timeouts=True),
                           hint="check the URL, credentials and that the stream is reachable from here",
-                          stride=stride, queue_size=queue_size)
+                          stride=stride, queue_size=queue_size, retry_first_open=retry_first_open)
     if scheme == "file":
-        return _path_source(text[len("file://"):], stride)
+        return _path_source(text[len("file://"):], stride, realtime, loop)
     if scheme:
         raise GrmpError(f"unknown source scheme {scheme + '://'!r}; a source is one of: {GRAMMAR}")
-    return _path_source(text, stride)
+    return _path_source(text, stride, realtime, loop)
+
+
+def read_sources_file(path) -> list[str]:
+    """The sources listed in a text file, one ``--source`` text per line; blank lines and lines
+    starting with ``#`` are skipped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GrmpError(f"cannot read sources file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    sources = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not sources:
+        raise GrmpError(f"sources file {path} lists no source (one per line)")
+    return sources

@@ -125,6 +125,7 @@ def test_missing_inputs_are_one_line_errors(runs, checkpoint, tmp_path, capsys):
     assert "not found" in _error(capsys, "--calib", str(tmp_path / "nope"), "--name", "x")
     assert not (runs / "export" / "x").exists()
     (runs / "export" / "taken").mkdir(parents=True)
+    (runs / "export" / "taken" / "manifest.json").write_text("{}")  # an empty folder does not block a name
     assert "already exists" in _error(capsys, "--name", "taken")
 
 
@@ -157,11 +158,15 @@ def test_engine_plans_are_bundled_with_their_sidecars(runs, monkeypatch, capsys)
         plan_path.write_bytes(b"serialized engine")
         atomic_write_json(tensorrt_build.sidecar_path(plan_path), {
             "plan": plan_path.name, "onnx": onnx_path.name, "onnx_sha256": sha256_file(onnx_path),
-            "precision": precision, "batch": dict(zip(("min", "opt", "max"), batch))})
+            "precision": precision, "batch": dict(zip(("min", "opt", "max"), batch)), "flavour": "tensorrt",
+            "tensorrt_version": "10.3.0", "compute_capabilities": ["8.7"],
+            "layers": {"layers": {"fp16": 3}, "gemm": {"fp16": 1}, "layernorm": {"fp32": 1}, "softmax": {}}})
         return plan_path
 
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
     monkeypatch.setattr(tensorrt_build, "build_engine", fake_build_engine)
+    # The stand-in module has no parser: the export gate's parser check is faked too.
+    monkeypatch.setattr(tensorrt_build, "parse_onnx", lambda path, flavour_name: "stand-in parser")
     assert main(["export", "--precision", "fp16", "--format", "engine", "--batch-opt", "2", "--batch-max", "4",
                  "--workspace-gib", "0.5", "--name", "plans"]) == 0
     assert built == [("model_fp16.onnx", "model_fp16.plan", "fp16", (1, 2, 4), 0.5)]

@@ -183,3 +183,108 @@ def test_events_gaps_and_paths_reach_the_records(spec, image_folder, fake_backen
 def test_bad_limits_are_user_errors(spec, kwargs, message, fake_backend):
     with pytest.raises(GrmpError, match=message):
         Pipeline(SyntheticSource(1), fake_backend(), spec, **kwargs)
+
+
+# -- several sources, one engine ------------------------------------------------------------------
+
+class LevelSource(FrameSource):
+    """``n`` frames of one grey ``level`` (so each source's score is known), as fast as asked."""
+
+    def __init__(self, name, level, n=6, fail_at=None):
+        super().__init__(name)
+        self.level, self.n, self.fail_at = level, n, fail_at
+
+    def frames(self):
+        for i in range(self.n):
+            if i == self.fail_at:
+                raise GrmpError(f"{self.name} unplugged")
+            if self._closed.is_set():
+                return
+            yield self._delivered(Frame(i, time.time(), np.full((40, 40, 3), self.level, np.uint8)))
+
+
+class StalledSource(FrameSource):
+    """A camera that never delivers a frame (lost, reconnecting) until it is closed."""
+
+    live = True
+
+    def frames(self):
+        self._closed.wait()
+        return
+        yield
+
+
+def test_several_sources_share_batched_engine_calls_with_their_own_records_and_smoothing(spec, fake_backend):
+    sink = ListSink()
+    engine = fake_backend(delay=0.01)  # while it works, every source queues its next frame
+    sources = [LevelSource("bright", 230), LevelSource("dark", 20), LevelSource("bright", 200)]
+    logs = []
+    summary = Pipeline(sources, engine, spec, [sink], postprocessor=PostProcessor(1.0, 0.3, 0.35),
+                       log=logs.append).run()
+    labels = ["bright", "dark", "bright#2"]  # names made unique
+    by_source = {label: [r for r in sink.records if r["source"] == label] for label in labels}
+    assert all([r["frame"] for r in records] == list(range(6)) for records in by_source.values())
+    assert len(sink.records) == 18 and {r["source"] for r in sink.records} == set(labels)
+    for label, level in zip(labels, (230, 20, 200)):
+        assert [r["score"] for r in by_source[label]] == pytest.approx([level / 255] * 6, abs=1e-6)
+    # Smoothing and alarms are per source: only the dark one degrades, once.
+    assert [(r["source"], r["frame"]) for r in sink.records if r["event"]] == [("dark", 0)]
+    assert any(line.startswith("dark: frame 0: degraded") for line in logs)
+    assert max(batch[0] for batch in engine.batches) == 3 and sum(b[0] for b in engine.batches) == 18
+    assert len(engine.batches) < 18  # batched, not one call per frame
+    assert summary.source == "3 sources" and summary.frames == 18 and summary.stopped_by == "end of source"
+    assert [(s.source, s.frames, s.events["degraded"]) for s in summary.sources] == \
+        [("bright", 6, 0), ("dark", 6, 1), ("bright#2", 6, 0)]
+    assert summary.events["degraded"] == 1
+    assert summary.to_dict()["sources"][1]["mean_score"] == pytest.approx(20 / 255, abs=1e-6)
+
+
+def test_batches_respect_the_engines_max_batch_with_crops(spec, fake_backend):
+    engine = fake_backend(delay=0.01)
+    engine.max_batch = 4  # two frames of two crops
+    sources = [LevelSource(f"cam{i}", 50 * i, n=4) for i in range(3)]
+    summary = Pipeline(sources, engine, spec, crops=2).run()
+    assert summary.frames == 12 and all(batch[0] in (2, 4) for batch in engine.batches)
+    assert 4 in {batch[0] for batch in engine.batches}
+
+
+def test_a_failing_source_is_reported_and_the_others_go_on(spec, fake_backend):
+    sink, logs = ListSink(), []
+    sources = [LevelSource("ok", 100, n=8), LevelSource("flaky", 100, n=8, fail_at=3)]
+    summary = Pipeline(sources, fake_backend(), spec, [sink], log=logs.append).run()
+    assert [r["frame"] for r in sink.records if r["source"] == "ok"] == list(range(8))
+    assert [r["frame"] for r in sink.records if r["source"] == "flaky"] == [0, 1, 2]
+    assert [s.stopped_by for s in summary.sources] == ["end of source", "failed: flaky unplugged"]
+    assert "flaky: stopped (failed: flaky unplugged)" in logs and summary.stopped_by == "every source ended"
+    assert sink.closed == 1
+
+
+@pytest.mark.timeout(60)  # a regression would wait for the stalled camera forever: fail instead
+def test_a_stalled_source_does_not_hold_back_the_others(spec, fake_backend):
+    class StopsAfterTheFiles(ListSink):
+        def should_stop(self):
+            return len(self.records) >= 20
+
+    sink = StopsAfterTheFiles()
+    sources = [StalledSource("rtsp://cam/down"), LevelSource("file", 100, n=20)]
+    summary = Pipeline(sources, fake_backend(), spec, [sink]).run()
+    # Without the window closing on its own, the first frame would wait for the stalled camera forever.
+    assert [r["frame"] for r in sink.records] == list(range(20)) and {r["source"] for r in sink.records} == {"file"}
+    assert summary.stopped_by.startswith("a sink") and [s.frames for s in summary.sources] == [0, 20]
+
+
+def test_max_frames_counts_per_source(spec, fake_backend):
+    sink = ListSink()
+    summary = Pipeline([SyntheticSource(None), LevelSource("short", 10, n=2)], fake_backend(), spec, [sink],
+                       max_frames=5).run()
+    assert [s.frames for s in summary.sources] == [5, 2]
+    assert [s.stopped_by for s in summary.sources] == ["max-frames", "end of source"]
+    assert len(sink.records) == 7 and summary.stopped_by == "every source ended"
+
+
+def test_one_source_records_have_no_source_field_and_bad_windows_are_refused(spec, fake_backend):
+    sink = ListSink()
+    summary = Pipeline([LevelSource("only", 10, n=2)], fake_backend(), spec, [sink]).run()
+    assert summary.sources == [] and all("source" not in r for r in sink.records)
+    with pytest.raises(GrmpError, match="--batch-window-ms"):
+        Pipeline(SyntheticSource(1), fake_backend(), spec, batch_window=2.0)

@@ -18,6 +18,7 @@ from grmp_edge.runtime.sources import (
     csi_pipeline,
     parse_size,
     parse_source,
+    read_sources_file,
 )
 
 
@@ -173,12 +174,14 @@ def test_stdin_stride():
 # -- cameras (cv2.VideoCapture faked) --------------------------------------------------------------
 
 class FakeCamera:
-    """Stands in for cv2.VideoCapture: delivers ``first`` frames, then vanishes for ``gone_opens``
-    open attempts, then comes back for good. ``corrupt_every`` makes every k-th frame undecodable."""
+    """Stands in for cv2.VideoCapture: fails its first ``down_first`` opens, then delivers ``first``
+    frames, then vanishes for ``gone_opens`` open attempts, then comes back for good.
+    ``corrupt_every`` makes every k-th frame undecodable."""
 
     def __init__(self, first: int = 5, gone_opens: int = 3, delay: float = 0.002, corrupt_every: int = 0,
-                 never_opens: bool = False, stall_after: int | None = None):
+                 never_opens: bool = False, stall_after: int | None = None, down_first: int = 0):
         self.first, self.gone_opens, self.delay = first, gone_opens, delay
+        self.down_first = down_first
         self.corrupt_every = corrupt_every
         self.never_opens = never_opens
         self.stall_after = stall_after
@@ -192,8 +195,8 @@ class FakeCamera:
 
 class _FakeCapture:
     def __init__(self, cam: FakeCamera, n: int):
-        self.cam, self.n = cam, n
-        self.opened = not cam.never_opens and (n == 1 or n > 1 + cam.gone_opens)
+        self.cam, self.n = cam, n - cam.down_first  # opens while the camera is still down do not count
+        self.opened = not cam.never_opens and (self.n == 1 or self.n > 1 + cam.gone_opens)
         self.reads = 0
 
     def isOpened(self):  # noqa: N802 (OpenCV's name)
@@ -278,7 +281,10 @@ def test_live_source_keeps_the_latest_frames_and_counts_drops(monkeypatch):
     indices = [f.index for f in got]
     assert indices == sorted(indices) and indices[-1] - indices[0] > len(got)  # frames were skipped
     assert src.stats.drops > 0
-    assert cam.opens[0] == ("rtsp://camera.invalid/stream", cv2.CAP_FFMPEG)
+    # Opening and every read are bounded, so a stream that goes silent is noticed and reopened.
+    timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, sources.STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                sources.STREAM_TIMEOUT_MS]
+    assert cam.opens[0] == ("rtsp://camera.invalid/stream", cv2.CAP_FFMPEG, timeouts)
 
 
 def test_live_corrupt_frames_are_skipped_and_counted(monkeypatch):
@@ -305,6 +311,37 @@ def test_close_does_not_wait_for_a_stalled_capture(monkeypatch):
     start = time.monotonic()
     n = sum(1 for _ in src)
     assert n == 2 and time.monotonic() - start < 2.5  # the stalled read() would take 5 s
+
+
+def test_a_stream_that_is_down_at_start_is_retried_when_asked_and_its_password_stays_out_of_the_name(monkeypatch):
+    cam = FakeCamera(first=10**6, down_first=3)
+    monkeypatch.setattr(cv2, "VideoCapture", cam)
+    url = "rtsp://admin:s3cret@camera.invalid/stream"
+    with pytest.raises(GrmpError, match="cannot open rtsp://camera.invalid/stream"):
+        list(parse_source(url))  # by default a source that cannot open is an error
+    cam.opens.clear()
+    src = parse_source(url, retry_first_open=True)
+    assert src.name == "rtsp://camera.invalid/stream" and "s3cret" not in repr(src)
+    src.backoff_min, src.backoff_max = 0.01, 0.02
+    events = []
+    src.on_event = events.append
+    frames = _take(src, 3)
+    assert len(frames) == 3 and frames[0].gap_s is not None and frames[1].gap_s is None
+    assert [e.kind for e in events] == ["lost", "back"] and "retrying" in events[0].detail
+    assert "s3cret" not in events[0].detail + events[1].detail
+    assert cam.opens[-1][:2] == (url, cv2.CAP_FFMPEG)  # the capture itself still gets the credentials
+    assert src.fps == 30.0 and src.stats.gaps == 1
+
+
+def test_sources_file_lists_one_source_per_line(tmp_path):
+    listed = tmp_path / "cameras.txt"
+    listed.write_text("# site A\nrtsp://10.0.0.1/a\n\n  clips/v1.mp4  \n# off: rtsp://10.0.0.9/x\n")
+    assert read_sources_file(listed) == ["rtsp://10.0.0.1/a", "clips/v1.mp4"]
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(GrmpError, match="lists no source"):
+        read_sources_file(tmp_path / "empty.txt")
+    with pytest.raises(GrmpError, match="cannot read sources file"):
+        read_sources_file(tmp_path / "missing.txt")
 
 
 # -- Jetson CSI ------------------------------------------------------------------------------------
