@@ -1,0 +1,291 @@
+"""Held-out quality: does a bundle's score follow distortion level on photos it never trained on?
+
+    python benchmarks/heldout_quality.py                       # the quickstart's bundle, --crops 1 4 9
+    python benchmarks/heldout_quality.py --bundle runs/export/NAME --crops 4
+    python benchmarks/heldout_quality.py --zero-shot           # the bootstrap backbone, hand-written prompts
+
+The measure of issue 13. The corpus is all 42 Kodak24 + McMaster photos (never used for the bootstrap
+or meta pre-training) x all 25 distortion types x 5 levels, made by ``grmp_edge.data.synth`` with the
+few-shot benchmark's settings (same photos, order, size 256 and seed 0), in the same cache folder, so
+one synthesis serves both. Each image, and each pristine reference, is scored as ``grmp-edge run``
+scores a frame: decoded by ``read_rgb``, cut by ``pipeline.prepare_batch`` into ``--crops`` crops,
+scored by the bundle through ONNX Runtime on the CPU (``--batch-frames`` frames per engine call) and
+averaged over the crops. ``--zero-shot`` scores the plain bootstrap backbone instead, with the
+few-shot benchmark's ``hand_prompt_scores`` (``<f, t_high - t_low>``, not a probability).
+
+Per crops setting and distortion type:
+
+* SRCC of score vs level, pooled over photos and per photo (:func:`grmp_edge.metrics.level_srcc`,
+  the measure the quickstart and the bootstrap build report);
+* the mean level curve (pristine, levels 1..5) and how often it rises by more than ``RISE`` from one
+  level to the next (levels 1..5; a rise from pristine to level 1 is counted apart);
+* the drop of the mean score from level 1 to level 5.
+
+Per crops setting: the means over types, the spread (std over photos) of the pristine scores, and
+issue 13's three "done" checks. Writes ``benchmarks/heldout_quality.{json,md}`` (``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+# Issue 13's bars: a consecutive-level rise above RISE makes a curve non-monotonic; the pooled SRCC
+# (mean over the 25 types) must reach TARGET_POOLED_SRCC.
+RISE = 0.02
+TARGET_POOLED_SRCC = 0.75
+LEVELS = (1, 2, 3, 4, 5)
+# Where the default bundle, the corpus and the bootstrap weights are looked up: part of the command.
+LOCATION_ENV = ("GRMP_EDGE_RUNS", "GRMP_EDGE_CACHE")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--bundle", type=Path, default=None,
+                      help="bundle folder (default: <runs>/export/quickstart, $GRMP_EDGE_RUNS or ./runs)")
+    what.add_argument("--zero-shot", action="store_true",
+                      help="score the bootstrap backbone (the weights create_backbone('grmp-tiny', 'bootstrap') "
+                           "resolves) with the hand-written prompts instead of a bundle")
+    parser.add_argument("--crops", type=int, nargs="+", default=[1, 4, 9], help="crop counts to measure")
+    parser.add_argument("--precision", default="auto", help="bundle file to run (auto: the runtime's CPU choice)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (ONNX Runtime or torch)")
+    parser.add_argument("--batch-frames", type=int, default=32, help="frames per engine call")
+    parser.add_argument("--workers", type=int, default=2, help="processes for the synthesis, when not cached")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/heldout_quality.json"))
+    return parser.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- corpus
+
+def heldout_corpus(workers: int) -> tuple[list, dict[str, Path], float]:
+    """The records of the held-out corpus, its pristine reference per photo id, and the seconds spent
+    making (or finding) it."""
+    from grmp_edge.artifacts import cache_root
+    from grmp_edge.data.distortions import DISTORTIONS
+    from grmp_edge.data.images import list_images
+    from grmp_edge.data.manifest import load_manifest
+    from grmp_edge.data.pristine import shared_pristine
+    from grmp_edge.data.synth import MANIFEST_NAME, synthesize
+
+    start = time.monotonic()
+    kodak, mcmaster = list_images(shared_pristine("kodak24")), list_images(shared_pristine("mcmaster"))
+    # benchmarks/fewshot.py's target corpus: same photos in the same order (they seed the distortions),
+    # types, size and seed, so its cached files are these.
+    folder = cache_root() / "fewshot" / f"target-kodak24-{len(kodak)}-mcmaster-{len(mcmaster)}"
+    manifest = folder / MANIFEST_NAME
+    # synthesize() re-scores every cached image (pseudo-MOS), minutes on 5250 images; it writes the
+    # manifest last, so a manifest means a finished corpus.
+    if not manifest.is_file():
+        synthesize(kodak + mcmaster, folder, types=list(DISTORTIONS), seed=0, workers=workers)
+    records = [r for r in load_manifest(manifest) if r.group and r.level is not None]
+    refs = {r.ref: folder / "ref" / f"{r.ref}.png" for r in records}
+    return records, refs, time.monotonic() - start
+
+
+# --------------------------------------------------------------------------- scoring
+
+def bundle_scorer(bundle: Path, precision: str, threads: int):
+    """``(score(batch_uint8) -> scores, spec, description)`` of a bundle on ONNX Runtime's CPU provider."""
+    from grmp_edge.runtime.backends import open_onnxruntime
+    from grmp_edge.runtime.bundle import load_bundle
+
+    loaded = load_bundle(bundle)
+    backend = open_onnxruntime(loaded, precision, ["CPUExecutionProvider"], threads)
+    return backend.infer, loaded.preprocess, backend.describe()
+
+
+def zero_shot_scorer(threads: int):
+    """``(score, spec, description)`` of the plain bootstrap backbone with the hand-written prompts."""
+    import torch
+
+    from fewshot import hand_prompt_scores  # benchmarks/ is on the path when this script runs
+    from grmp_edge.train.bootstrap import BACKBONE, ZERO_SHOT_PROMPTS
+    from grmp_edge.train.model import model_spec
+
+    torch.set_num_threads(threads)
+    return (hand_prompt_scores, model_spec(BACKBONE, "bootstrap").preprocess,
+            f"{BACKBONE} bootstrap backbone, zero-shot {' vs '.join(map(repr, ZERO_SHOT_PROMPTS))} (torch)")
+
+
+def score_images(pixels: list[np.ndarray], score, spec, crops: int, batch_frames: int) -> tuple[np.ndarray, float]:
+    """Each image's score averaged over its ``crops`` crops, ``batch_frames`` images per engine call,
+    and the seconds spent (crops and inference)."""
+    from grmp_edge.runtime.pipeline import prepare_batch
+
+    start = time.monotonic()
+    out = []
+    for first in range(0, len(pixels), batch_frames):
+        chunk = pixels[first:first + batch_frames]
+        batch = np.concatenate([prepare_batch(rgb, spec, crops) for rgb in chunk])
+        out.append(np.asarray(score(batch), np.float64).reshape(len(chunk), -1).mean(axis=1))
+    return np.concatenate(out), time.monotonic() - start
+
+
+# --------------------------------------------------------------------------- measures
+
+def level_measures(scores: np.ndarray, records: list, pristine: np.ndarray) -> dict:
+    """Per type: level SRCC (pooled, per photo), mean level curve, its rises and the level-1 to 5 drop;
+    then the means over types and issue 13's checks."""
+    from grmp_edge.data.distortions import DISTORTIONS
+    from grmp_edge.metrics import level_srcc, mean_level_srcc
+
+    groups = np.asarray([r.group for r in records], dtype=object)
+    levels = np.asarray([r.level for r in records])
+    table = level_srcc(scores, levels, groups, [r.ref for r in records])
+    per_type = {}
+    for t in (t for t in DISTORTIONS if t in table):
+        curve = [float(scores[(groups == t) & (levels == level)].mean()) for level in LEVELS]
+        steps = np.diff(curve)
+        per_type[t] = {**table[t], "curve": [float(pristine.mean()), *curve],
+                       "rises": int((steps > RISE).sum()), "max_rise": float(steps.max()),
+                       "pristine_to_level1": curve[0] - float(pristine.mean()), "drop": curve[0] - curve[-1]}
+    spread = float(pristine.std())
+    drop = float(np.mean([row["drop"] for row in per_type.values()]))
+    pooled = mean_level_srcc(table, None, "pooled")
+    non_monotonic = [t for t, row in per_type.items() if row["rises"]]
+    return {
+        "mean_pooled_srcc": pooled,
+        "mean_per_photo_srcc": mean_level_srcc(table, None, "per_photo"),
+        "pristine": {"std": spread, "mean": float(pristine.mean()), "min": float(pristine.min()),
+                     "max": float(pristine.max())},
+        "mean_drop_level1_to_5": drop,
+        "types_drop_below_spread": [t for t, row in per_type.items() if row["drop"] < spread],
+        "non_monotonic_types": non_monotonic,
+        "types_above_pristine_at_level1": [t for t, row in per_type.items() if row["pristine_to_level1"] > RISE],
+        "done": {"pooled_srcc": pooled is not None and pooled >= TARGET_POOLED_SRCC,
+                 "monotonic": not non_monotonic, "spread_below_drop": spread < drop},
+        "per_type": per_type,
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+def quickstart_preset(bundle: Path) -> str | None:
+    """``full`` or ``fast`` when ``bundle`` is a quickstart's (from its summary.json), else None."""
+    from grmp_edge.spec import read_json
+
+    summary = bundle.resolve().parent.parent / "quickstart" / "summary.json"
+    if bundle.name != "quickstart" or not summary.is_file():
+        return None
+    return read_json(summary, "quickstart summary").get("preset")
+
+
+def markdown(result: dict) -> str:
+    """The tables for the README: a summary row per crop count, then per-type rows per crop count."""
+    fmt = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+    model = result["model"]
+    lines = [
+        "### Held-out quality (issue 13's measure)",
+        "",
+        f"`{result['command']}` on {result['date']}; model: {model['description']}"
+        + (f" from `{model['bundle']}`" if model.get("bundle") else "")
+        + (f", quickstart preset `{model['quickstart_preset']}`" if model.get("quickstart_preset") else "")
+        + f". Corpus: {result['corpus']['photos']} Kodak24 + McMaster photos x {result['corpus']['types']} types x "
+        f"5 levels; machine: {result['machine']['cpu']}, {result['threads']} thread(s), load average "
+        f"{result['load_average']['start']} -> {result['load_average']['end']}.",
+        "",
+        f"Done when (issue 13): pooled SRCC >= {TARGET_POOLED_SRCC}, no curve rises > {RISE} between levels, "
+        "pristine std < mean level-1 to 5 drop.",
+        "",
+        "| crops | SRCC pooled | SRCC per photo | non-monotonic types | pristine std | mean drop L1->L5 "
+        "| types with drop < std | above pristine at L1 | ms / image |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for crops, r in result["results"].items():
+        lines.append(
+            f"| {crops} | {fmt(r['mean_pooled_srcc'])} | {fmt(r['mean_per_photo_srcc'])} | {len(r['non_monotonic_types'])} "
+            f"| {fmt(r['pristine']['std'])} | {fmt(r['mean_drop_level1_to_5'])} | {len(r['types_drop_below_spread'])} "
+            f"| {len(r['types_above_pristine_at_level1'])} | {fmt(r['ms_per_image'], 2)} |")
+    for crops, r in result["results"].items():
+        lines += ["", f"#### `--crops {crops}` per type", "",
+                  "| type | pooled | per photo | curve (pristine, L1..L5) | rises > 0.02 | drop L1->L5 |",
+                  "|---|---:|---:|---|---:|---:|"]
+        for t, row in r["per_type"].items():
+            curve = " ".join(fmt(v, 2) for v in row["curve"])
+            lines.append(f"| {t} | {fmt(row['pooled'])} | {fmt(row['per_photo'])} | {curve} | {row['rises']} "
+                         f"| {fmt(row['drop'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    from grmp_edge.artifacts import atomic_write_json, atomic_write_text
+    from grmp_edge.data.images import read_rgb
+    from grmp_edge.errors import GrmpError
+    from grmp_edge.report.machine import machine_context
+    from grmp_edge.runs import runs_root
+
+    if min(args.crops) < 1 or args.batch_frames < 1 or args.threads < 1:
+        raise GrmpError("--crops, --batch-frames and --threads must be at least 1")
+    load_start = [round(v, 2) for v in os.getloadavg()]
+    if args.zero_shot:
+        score, spec, description = zero_shot_scorer(args.threads)
+        model = {"kind": "zero-shot bootstrap", "description": description}
+    else:
+        bundle = args.bundle or runs_root() / "export" / "quickstart"
+        score, spec, description = bundle_scorer(bundle, args.precision, args.threads)
+        model = {"kind": "bundle", "bundle": str(bundle), "description": description,
+                 "quickstart_preset": quickstart_preset(bundle)}
+    print(f"model: {description}", flush=True)
+    records, refs, corpus_s = heldout_corpus(args.workers)
+    print(f"corpus: {len(records)} distorted images of {len(refs)} photos ({corpus_s:.0f} s)", flush=True)
+    start = time.monotonic()
+    # Decoded once for every crop count; the references come last.
+    pixels = [read_rgb(path) for path in [r.image for r in records] + list(refs.values())]
+    decode_s = time.monotonic() - start
+
+    # hand_prompt_scores loads the backbone on every call: give it the whole corpus at once.
+    batch_frames = len(pixels) if args.zero_shot else args.batch_frames
+    results = {}
+    for crops in args.crops:
+        scores, seconds = score_images(pixels, score, spec, crops, batch_frames)
+        measures = level_measures(scores[:len(records)], records, scores[len(records):])
+        results[str(crops)] = {"crops": crops, "seconds": round(seconds, 1),
+                               "ms_per_image": 1e3 * seconds / len(pixels), **measures}
+        print(f"--crops {crops}: pooled {measures['mean_pooled_srcc']:.3f}, per photo "
+              f"{measures['mean_per_photo_srcc']:.3f}, non-monotonic {len(measures['non_monotonic_types'])}, "
+              f"pristine std {measures['pristine']['std']:.3f} vs drop {measures['mean_drop_level1_to_5']:.3f} "
+              f"({seconds:.0f} s)", flush=True)
+
+    result = {
+        "command": " ".join([*(f"{k}={shlex.quote(os.environ[k])}" for k in LOCATION_ENV if os.environ.get(k)),
+                             "python benchmarks/heldout_quality.py", shlex.join(argv)]).strip(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "model": model,
+        "threads": args.threads, "batch_frames": args.batch_frames, "precision": args.precision,
+        "corpus": {"photos": len(refs), "types": len({r.group for r in records}), "images": len(records),
+                   "synthesis_or_lookup_s": round(corpus_s, 1),
+                   "decode_s": round(decode_s, 1), "folder": str(Path(records[0].image).parent.parent)},
+        "measures": {
+            "srcc": "grmp_edge.metrics.level_srcc: per type, SRCC(score, -level) pooled over photos, and per photo "
+                    "then averaged; the headline is the mean over the 25 types",
+            "curve": "mean score over photos at pristine, levels 1..5",
+            "rises": f"consecutive levels 1..5 whose mean score rises by more than {RISE}",
+            "pristine_std": "std (ddof 0) of the pristine photos' scores",
+            "drop": "mean score at level 1 minus at level 5, per type; mean_drop_level1_to_5 averages it over types",
+        },
+        "machine": machine_context(args.threads),
+        "load_average": {"start": load_start, "end": [round(v, 2) for v in os.getloadavg()]},
+        "results": results,
+    }
+    atomic_write_json(args.out, result)
+    atomic_write_text(args.out.with_suffix(".md"), markdown(result))
+    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    from grmp_edge.errors import GrmpError
+
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except GrmpError as exc:
+        sys.exit(f"error: {exc}")
