@@ -120,7 +120,7 @@ def qgr_step(
     called and ``g_s`` is not computed. ``scaler`` (fp16 only) scales both losses by the same factor;
     by homogeneity of :func:`qgr_combine` the scaled gradients are combined as they are and the
     scaler unscales the result once, checks it for overflow and skips the step if needed.
-    ``reduce`` all-reduces (mean) the combined gradients across ranks, in place, before the step.
+    ``reduce`` all-reduces (mean) ``g_q`` and ``g_s`` across ranks, in place, before they are combined.
     Returns the losses and the quality/semantic gradient cosine.
     """
     params = list(params)
@@ -134,17 +134,20 @@ def qgr_step(
         if use_semantic:
             loss_s = semantic_loss(model.scene_logits(images, features=features), teacher(images))
     scale = (lambda loss: scaler.scale(loss)) if scaler is not None else (lambda loss: loss)
-    g_q = torch.autograd.grad(scale(loss_q), params, retain_graph=use_semantic, allow_unused=True)
-    if use_semantic:
-        g_s = torch.autograd.grad(scale(loss_s), params, allow_unused=True)
-    else:
-        g_s = [None] * len(params)
-    combined = qgr_combine(g_q, g_s, lam)
-    # Every trainable tensor gets a gradient (zero if unused) so SGD's weight decay treats all alike
-    # and the all-reduce sees the same tensor list on every rank.
-    grads = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, combined)]
+
+    def gradient(loss: torch.Tensor, retain_graph: bool) -> list[torch.Tensor]:
+        # A missing gradient is a zero one (the rule treats both alike), so every trainable tensor
+        # gets one: SGD's weight decay treats all alike and every rank reduces the same tensor list.
+        grads = torch.autograd.grad(scale(loss), params, retain_graph=retain_graph, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+    g_q = gradient(loss_q, retain_graph=use_semantic)
+    g_s = gradient(loss_s, retain_graph=False) if use_semantic else []
     if reduce is not None:
-        reduce(grads)
+        # The rule is not linear: it must see the whole batch's gradients (as one process, or the
+        # release's DataParallel, does), not each rank's share, so both are averaged before combining.
+        reduce(g_q + g_s)
+    grads = qgr_combine(g_q, g_s, lam) if use_semantic else g_q
     for p, g in zip(params, grads):
         p.grad = g
     if scaler is not None:
