@@ -1,19 +1,26 @@
 """Meta-prompt pre-training (GRMP_SPEC section 2): first-order meta-learning of the prompt parameters.
 
-Tasks are the groups (distortion types) of one or more source manifests. Two algorithms:
+Tasks are the groups (distortion types) of one or more source manifests. Three algorithms:
 
-* ``continual`` - what the GRMP release computes. Per dataset pass, the working copy ``phi`` starts at
-  the meta weights ``theta`` and is *not* reset between tasks: for each task (shuffled) the task is
-  re-split 80/20 into support/query, and every support batch is followed by an Adam step on the next
-  query batch; ``theta - phi`` is recorded after each task. After the pass
-  ``theta <- theta - eps * mean(differences)`` and ``phi`` restarts from the new ``theta``.
-  Like ``phi``, the inner Adam state carries over from task to task.
+* ``continual`` - what the GRMP release computes. The working copy ``phi`` is copied from the meta
+  weights ``theta`` once, before training, and never reset: not between tasks, not after the outer
+  update, not between epochs. Per source pass, for each task (shuffled) the task is re-split 80/20
+  into support/query, every support batch is followed by an Adam step on the next query batch, and
+  ``theta - phi`` is recorded after the task; after the pass ``theta <- theta - eps * mean(differences)``,
+  so ``theta`` trails ``phi``'s continuing trajectory at the outer rate. The inner Adam is the
+  release's too: one Adam, made before training, for all tasks of the first source (its state carries
+  over between tasks and epochs), and a fresh Adam for every task of each later source.
+* ``continual-reset`` - the same, except that ``phi`` restarts from the new ``theta`` after every
+  outer update, so the outer step only moves the prompts by ``eps`` times one pass's drift (this
+  package's earlier reading of the release, kept for comparison).
 * ``reptile`` - textbook Reptile: ``phi <- theta`` (and a fresh Adam) at the start of every task, inner
   steps on the support set only, the query set only scores the adapted prompts; same outer update.
 
 Only ``model.prompt_parameters()`` train; every other tensor keeps its exact value. Model selection
-uses held-out *source* tasks (a fraction of each source's groups), never a target dataset; with no
-held-out tasks the last epoch is kept (a fixed budget). State is saved after every epoch for resuming.
+uses held-out *source* tasks (a fraction of each source's groups), never a target dataset, and scores
+``theta``; with no held-out tasks the last epoch is kept (a fixed budget). What the model holds on
+return, and what a checkpoint saves, is ``theta`` (as the release saves its meta weights), never ``phi``.
+State (``theta``, ``phi``, the first source's Adam) is saved after every epoch for resuming.
 """
 from __future__ import annotations
 
@@ -32,7 +39,7 @@ from grmp_edge.train.datasets import QualityDataset, ResizedImageCache, make_loa
 from grmp_edge.train.distributed import Runtime
 from grmp_edge.train.qgr import quality_loss, qgr_step
 
-META_ALGOS = ("continual", "reptile")
+META_ALGOS = ("continual", "continual-reset", "reptile")
 
 
 @dataclass
@@ -180,6 +187,9 @@ def meta_train(model, sources: Sequence[Sequence], cfg: MetaConfig, runtime: Run
     freeze_all_but(model, params)
     runtime.broadcast_(params)
     theta = _snapshot(params)
+    phi = _snapshot(params)
+    # The release's inner Adam for the first source: made once, before training (later sources and
+    # every reptile task get a fresh one per task).
     optimizer = torch.optim.Adam(params, lr=cfg.inner_lr)
     scaler = runtime.grad_scaler()
     cache = ResizedImageCache(spec)
@@ -187,11 +197,12 @@ def meta_train(model, sources: Sequence[Sequence], cfg: MetaConfig, runtime: Run
     if state_path is not None and Path(state_path).is_file():
         state = torch.load(state_path, map_location=runtime.device, weights_only=False)
         start, best_epoch, best_score, history = state["epoch"], state["best_epoch"], state["best_score"], state["history"]
-        theta, best_theta = state["theta"], state["best_theta"]
+        # State files from before phi was kept end their epochs with phi == theta (every algorithm then reset it).
+        theta, phi, best_theta = state["theta"], state.get("phi", state["theta"]), state["best_theta"]
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-    _assign(params, theta)
+    _assign(params, phi)
 
     def step(images: torch.Tensor, labels: torch.Tensor, opt: torch.optim.Optimizer) -> float:
         stats = qgr_step(model, None, images.to(runtime.device, non_blocking=True),
@@ -206,7 +217,7 @@ def meta_train(model, sources: Sequence[Sequence], cfg: MetaConfig, runtime: Run
         # repeat exactly what an uninterrupted one does.
         torch.manual_seed(int(rng.integers(2**31)))
         losses, query_losses = [], []
-        for src_tasks in train_sources:
+        for s_index, src_tasks in enumerate(train_sources):
             if not src_tasks:
                 continue
             diffs = [torch.zeros_like(t) for t in theta]
@@ -226,27 +237,32 @@ def meta_train(model, sources: Sequence[Sequence], cfg: MetaConfig, runtime: Run
                         losses.append(step(images, labels, opt))
                     query_losses.append(_query_loss(model, query_loader, runtime))
                 else:
+                    opt = optimizer if s_index == 0 else torch.optim.Adam(params, lr=cfg.inner_lr)
                     queries = itertools.cycle(query_loader)
                     for images, labels in support_loader:
-                        losses.append(step(images, labels, optimizer))
+                        losses.append(step(images, labels, opt))
                         q_images, q_labels = next(queries)
-                        query_losses.append(step(q_images, q_labels, optimizer))
+                        query_losses.append(step(q_images, q_labels, opt))
                 with torch.no_grad():
                     for d, t, p in zip(diffs, theta, params):
                         d += t - p
             with torch.no_grad():
                 theta = [t - cfg.eps * d / len(src_tasks) for t, d in zip(theta, diffs)]
-            _assign(params, theta)
+            if cfg.algo != "continual":
+                _assign(params, theta)
+        phi = _snapshot(params)
         score = None
         if heldout:
+            _assign(params, theta)
             if runtime.is_main:
                 score = heldout_score(model, heldout, spec, runtime, cache)
             score = runtime.broadcast_object(score)
+            _assign(params, phi)
             model.train()
         improved = score is not None and (best_score is None or score > best_score)
         # Until some epoch has a held-out score (all held-out scores constant), keep the latest.
         if selection == "last" or improved or best_score is None:
-            best_epoch, best_score, best_theta = epoch + 1, score, _snapshot(params)
+            best_epoch, best_score, best_theta = epoch + 1, score, [t.clone() for t in theta]
         record = {"stage": "meta", "epoch": epoch + 1, "loss_support": _mean(losses),
                   "loss_query": _mean(query_losses), "heldout_srcc": score, "best_epoch": best_epoch}
         history.append(record)
@@ -256,7 +272,7 @@ def meta_train(model, sources: Sequence[Sequence], cfg: MetaConfig, runtime: Run
             if state_path is not None:
                 _save_state(state_path, {
                     "epoch": epoch + 1, "best_epoch": best_epoch, "best_score": best_score,
-                    "history": history, "theta": theta, "best_theta": best_theta,
+                    "history": history, "theta": theta, "phi": phi, "best_theta": best_theta,
                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                 })
         runtime.barrier()

@@ -106,3 +106,77 @@ def test_bad_meta_inputs_are_one_line_errors(corpus):
         source_tasks([corpus + lonely])
     with pytest.raises(GrmpError, match="unknown meta algorithm"):
         MetaConfig(algo="maml").check()
+
+
+class Recorder:
+    """Wraps meta.py's task split and inner step: what ``phi`` was at each task start and after each
+    step, and whether each step's Adam was fresh."""
+
+    def __init__(self, monkeypatch, params):
+        import grmp_edge.train.meta as meta
+
+        self.events, self.params = [], params
+        split, step = meta.split_task, meta.qgr_step
+
+        def split_task(task, *args):
+            self.events.append(("task", task.name, self.snapshot()))
+            return split(task, *args)
+
+        def qgr_step(model, teacher, images, labels, params, optimizer, **kw):
+            fresh = not optimizer.state
+            out = step(model, teacher, images, labels, params, optimizer, **kw)
+            self.events.append(("step", fresh, self.snapshot()))
+            return out
+
+        monkeypatch.setattr(meta, "split_task", split_task)
+        monkeypatch.setattr(meta, "qgr_step", qgr_step)
+
+    def snapshot(self):
+        return [p.detach().clone() for p in self.params]
+
+    def tasks(self):
+        """(name, phi at the task's start, phi at its end, [fresh Adam per step]) in training order."""
+        out = []
+        for kind, a, b in self.events:
+            if kind == "task":
+                out.append([a, b, None, []])
+            else:
+                out[-1][2] = b
+                out[-1][3].append(a)
+        return out
+
+
+@pytest.mark.parametrize("algo", ["continual", "continual-reset"])
+def test_continual_trajectory_over_two_sources_and_two_epochs(corpus, monkeypatch, algo):
+    """The release's algorithm, recomputed from what the inner steps did: phi is never reset (or, for
+    continual-reset, restarts at theta after each pass); after each source pass theta moves by eps
+    toward the mean of the task-end phis; the first source shares one Adam, later sources get a fresh
+    Adam per task; the model ends holding theta."""
+    model = tiny_model()
+    params = list(model.prompt_parameters())
+    theta = [p.detach().clone() for p in params]
+    rec = Recorder(monkeypatch, params)
+    sources = [[r for r in corpus if r.group != "speckle"], [r for r in corpus if r.group == "speckle"]]
+    eps = 0.3
+    meta_train(model, sources, small(algo=algo, epochs=2, eps=eps), setup_runtime("cpu"), source_names=["a", "b"])
+
+    tasks = rec.tasks()
+    assert [t[0].split("/")[0] for t in tasks] == ["a", "a", "b"] * 2  # two epochs of two source passes
+    passes = [tasks[0:2], tasks[2:3], tasks[3:5], tasks[5:6]]
+    assert torch.equal(torch.cat([x.flatten() for x in tasks[0][1]]), torch.cat([x.flatten() for x in theta]))
+    previous_end = tasks[0][1]
+    for k, tasks_of_pass in enumerate(passes):
+        for i, (_, start, end, fresh) in enumerate(tasks_of_pass):
+            if algo == "continual" or i > 0:
+                assert all(torch.equal(a, b) for a, b in zip(start, previous_end)), "phi was reset"
+            else:
+                assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(start, theta)), "phi did not restart"
+            # Source a: one Adam for the whole run; source b: a fresh Adam at each task's first step.
+            fresh_first = (k == 0 and i == 0) or k % 2 == 1
+            assert fresh == [fresh_first] + [False] * (len(fresh) - 1)
+            previous_end = end
+        ends = [end for _, _, end, _ in tasks_of_pass]
+        theta = [t - eps * torch.stack([t - e[j] for e in ends]).mean(0) for j, t in enumerate(theta)]
+        assert not all(torch.allclose(t, e) for t, e in zip(theta, previous_end))
+    for p, t in zip(model.prompt_parameters(), theta):
+        assert torch.allclose(p, t, atol=1e-6)
