@@ -1,6 +1,7 @@
 """Held-out quality: does a bundle's score follow distortion level on photos it never trained on?
 
-    python benchmarks/heldout_quality.py                       # the quickstart's bundle, --crops 1 4 9
+    python benchmarks/heldout_quality.py                       # the quickstart's bundle, its crop plan
+    python benchmarks/heldout_quality.py --crops 1 4 9         # the table of benchmarks/heldout_quality.md
     python benchmarks/heldout_quality.py --bundle runs/export/NAME --crops 4
     python benchmarks/heldout_quality.py --zero-shot           # the bootstrap backbone, hand-written prompts
 
@@ -8,10 +9,11 @@ The measure of issue 13. The corpus is all 42 Kodak24 + McMaster photos (never u
 or meta pre-training) x all 25 distortion types x 5 levels, made by ``grmp_edge.data.synth`` with the
 few-shot benchmark's settings (same photos, order, size 256 and seed 0), in the same cache folder, so
 one synthesis serves both. Each image, and each pristine reference, is scored as ``grmp-edge run``
-scores a frame: decoded by ``read_rgb``, cut by ``pipeline.prepare_batch`` into ``--crops`` crops,
-scored by the bundle through ONNX Runtime on the CPU (``--batch-frames`` frames per engine call) and
-averaged over the crops. ``--zero-shot`` scores the plain bootstrap backbone instead, with the
-few-shot benchmark's ``hand_prompt_scores`` (``<f, t_high - t_low>``, not a probability).
+scores a frame: decoded by ``read_rgb``, cut by ``pipeline.prepare_batch`` into ``--crops`` crops (by
+default the model's crop plan, as ``run`` does), scored by the bundle through ONNX Runtime on the CPU
+(``--batch-frames`` frames per engine call) and averaged over the crops. ``--zero-shot`` scores the
+plain bootstrap backbone instead, with the few-shot benchmark's ``hand_prompt_scores``
+(``<f, t_high - t_low>``, not a probability).
 
 Per crops setting and distortion type:
 
@@ -54,7 +56,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     what.add_argument("--zero-shot", action="store_true",
                       help="score the bootstrap backbone (the weights create_backbone('grmp-tiny', 'bootstrap') "
                            "resolves) with the hand-written prompts instead of a bundle")
-    parser.add_argument("--crops", type=int, nargs="+", default=[1, 4, 9], help="crop counts to measure")
+    parser.add_argument("--crops", type=int, nargs="+", default=None,
+                        help="crop counts to measure (default: the model's crop plan)")
     parser.add_argument("--precision", default="auto", help="bundle file to run (auto: the runtime's CPU choice)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (ONNX Runtime or torch)")
     parser.add_argument("--batch-frames", type=int, default=32, help="frames per engine call")
@@ -223,7 +226,7 @@ def main(argv: list[str]) -> int:
     from grmp_edge.report.machine import machine_context
     from grmp_edge.runs import runs_root
 
-    if min(args.crops) < 1 or args.batch_frames < 1 or args.threads < 1:
+    if min(args.crops or [1]) < 1 or args.batch_frames < 1 or args.threads < 1:
         raise GrmpError("--crops, --batch-frames and --threads must be at least 1")
     load_start = [round(v, 2) for v in os.getloadavg()]
     if args.zero_shot:
@@ -245,7 +248,7 @@ def main(argv: list[str]) -> int:
     # hand_prompt_scores loads the backbone on every call: give it the whole corpus at once.
     batch_frames = len(pixels) if args.zero_shot else args.batch_frames
     results = {}
-    for crops in args.crops:
+    for crops in args.crops or [spec.crops]:
         scores, seconds = score_images(pixels, score, spec, crops, batch_frames)
         measures = level_measures(scores[:len(records)], records, scores[len(records):])
         results[str(crops)] = {"crops": crops, "seconds": round(seconds, 1),

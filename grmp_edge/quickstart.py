@@ -36,11 +36,12 @@ EVAL_PHOTOS = ("chelsea.png", "coffee.png", "rocket.jpg")
 class Preset:
     """How much work each step does, and the training settings for the small offline backbone.
 
-    The training settings are not the CLI's defaults (those are the paper's, for ViT-B/16 on real
-    datasets): on ``grmp-tiny`` with a few photos, meta pre-training needs a larger inner lr and outer
-    step to move the prompts in a few epochs (held-out source SRCC 0.66 -> 0.86), and fine-tuning
-    only the last block at a gentle lr keeps what the bootstrap and meta stage learned about the
-    seen types (unfreezing all 4 blocks lowered the held-out per-type SRCC from 0.73 to 0.68).
+    The training settings are not the paper's (the CLI's defaults for ViT-B/16 on real datasets; these
+    are ``grmp-tiny``'s): on ``grmp-tiny`` with a few photos, meta pre-training needs a larger inner lr
+    and outer step to move the prompts in 4 epochs (outer step 0.01 / 0.1 / 0.5: held-out source SRCC
+    0.67 / 0.77 / 0.88, ``benchmarks/quickstart_settings.md``), and fine-tuning only the last block
+    at a gentle lr keeps what the bootstrap and meta stage learned about the seen types (unfreezing
+    all 4 blocks lowered the held-out per-type SRCC from 0.73 to 0.68).
     """
 
     levels: int
@@ -169,7 +170,8 @@ def _corpus(root: Path, preset: Preset, steps: Steps, console) -> dict[str, Path
 
 
 def level_table(checkpoint: Path, manifest: Path) -> dict:
-    """Per-type SRCC of the model's score vs distortion level on a manifest (pooled and per photo)."""
+    """Per-type SRCC of the model's score vs distortion level on a manifest (pooled and per photo),
+    each image scored with the model's crop plan, as ``grmp-edge run`` scores a frame."""
     import torch
 
     from grmp_edge.data.manifest import load_manifest
@@ -180,7 +182,8 @@ def level_table(checkpoint: Path, manifest: Path) -> dict:
 
     model = load_checkpoint(checkpoint)
     records = load_manifest(manifest)
-    scores = predict_quality(model, QualityDataset(records, model.spec.preprocess), torch.device("cpu"))
+    spec = model.spec.preprocess
+    scores = predict_quality(model, QualityDataset(records, spec, crops=spec.crops), torch.device("cpu"))
     table = level_srcc(scores, [r.level for r in records], [r.group for r in records], [r.ref for r in records])
     seen = [t for t in table if t not in HELD_OUT_TYPES]
     return {

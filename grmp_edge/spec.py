@@ -28,6 +28,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 RESIZE_MODES = ("shortest", "square")
 INTERPOLATIONS = ("area", "bilinear", "bicubic")
+# Most crops one frame may be cut into: they go to the engine as one batch.
+MAX_CROPS = 1024
 
 
 def _from_dict(cls, data: dict[str, Any]):
@@ -45,6 +47,12 @@ class PreprocessSpec:
     policy); ``"square"`` scales both sides to ``resize`` ignoring aspect (the GRMP release's 244 px
     policy). A centre ``size`` crop follows (random crops and flips are training augmentations only),
     then ``(x / 255 - mean) / std`` per RGB channel.
+
+    ``crops`` is the model's default crop plan, what ``run``, ``bench`` and ``eval`` score a frame with
+    unless ``--crops`` says otherwise: 1 = the resized centre crop above; N > 1 = N crops of ``size`` at
+    the frame's native resolution spread over it
+    (:func:`~grmp_edge.runtime.preprocess.native_crops`), scored in one engine batch and averaged.
+    Specs written before the plan existed read as 1.
     """
 
     size: int = 224
@@ -54,6 +62,7 @@ class PreprocessSpec:
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
     policy: str = "clip"
+    crops: int = 1
 
     def __post_init__(self) -> None:
         if self.resize_mode not in RESIZE_MODES:
@@ -62,6 +71,8 @@ class PreprocessSpec:
             raise GrmpError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         if self.resize < self.size:
             raise GrmpError(f"resize ({self.resize}) must be >= crop size ({self.size})")
+        if not isinstance(self.crops, int) or isinstance(self.crops, bool) or not 1 <= self.crops <= MAX_CROPS:
+            raise GrmpError(f"preprocess crops must be a whole number in 1..{MAX_CROPS}, got {self.crops!r}")
 
     @classmethod
     def clip(cls, size: int = 224) -> "PreprocessSpec":
@@ -82,6 +93,13 @@ class PreprocessSpec:
         if policy == "release":
             return cls.release(size)
         raise GrmpError(f"unknown preprocessing policy {policy!r}; use 'clip' or 'release'")
+
+    def crop_plan(self, crops: int | None = None) -> tuple[int, str]:
+        """The crops per frame to score and where that count came from: ``crops`` (a ``--crops``
+        option) when given, else the model's plan."""
+        if crops is None:
+            return self.crops, "the model's crop plan"
+        return crops, f"--crops; the model's crop plan is {self.crops}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -50,3 +50,24 @@ def test_corrupt_json_is_one_line_error(tmp_path):
         ModelSpec.load(bad)
     with pytest.raises(GrmpError, match="not found"):
         ModelSpec.load(tmp_path / "missing.json")
+
+
+def test_crop_plan_round_trips_and_old_specs_read_as_one_crop(tmp_path):
+    spec = ModelSpec(backbone="grmp-tiny", pretrained=None, preprocess=PreprocessSpec(size=96, resize=256, crops=4))
+    manifest = BundleManifest(model=spec)
+    again = BundleManifest.load(manifest.save(tmp_path / "manifest.json"))
+    assert again.preprocess.crops == 4 and again.model == spec
+    # A bundle written before the plan existed has no "crops": it keeps scoring the centre crop.
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    for pre in (data["model"]["preprocess"], data["preprocess"]):
+        del pre["crops"]
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    assert BundleManifest.load(tmp_path / "manifest.json").preprocess.crops == 1
+    assert again.preprocess.crop_plan() == (4, "the model's crop plan")
+    assert again.preprocess.crop_plan(1)[0] == 1
+
+
+@pytest.mark.parametrize("crops", [0, 2000, 2.5, True, "4"])
+def test_crop_plan_out_of_range_is_refused(crops):
+    with pytest.raises(GrmpError, match="crops must be a whole number"):
+        PreprocessSpec.from_dict({"size": 96, "resize": 256, "crops": crops})

@@ -28,7 +28,7 @@ from grmp_edge.errors import GrmpError
 from grmp_edge.report.machine import machine_context, matmul_peak_gflops
 from grmp_edge.runs import slug
 from grmp_edge.runtime.backends import BACKEND_OF_PROVIDER, physical_cores
-from grmp_edge.runtime.preprocess import preprocess
+from grmp_edge.runtime.pipeline import prepare_batch
 from grmp_edge.spec import PreprocessSpec
 
 
@@ -97,17 +97,19 @@ def discover_variants(bundle, checkpoint: Path | None) -> list[Variant]:
     return variants
 
 
-def prepare_inputs(records, spec: PreprocessSpec, out: Path, max_images: int, frames: int = 8) -> np.ndarray:
-    """Decode and preprocess the manifest's images once, for every variant; return the labels."""
+def prepare_inputs(records, spec: PreprocessSpec, out: Path, max_images: int, crops: int = 1,
+                   frames: int = 8) -> np.ndarray:
+    """Cut the manifest's images into ``crops`` crops each, as ``run`` cuts a frame, once for every
+    variant (an image's crops stay together, in order); return the labels."""
     records = records[:max_images]
     arrays: dict[str, np.ndarray] = {}
-    crops = []
+    batches = []
     for i, r in enumerate(records):
         rgb = read_rgb(r.image)
-        crops.append(preprocess(rgb, spec))
+        batches.append(prepare_batch(rgb, spec, crops))
         if i < frames:
             arrays[f"frame_{i}"] = rgb  # decoded frames for the end-to-end timing
-    arrays["crops"] = np.stack(crops)
+    arrays["crops"] = np.concatenate(batches)
     np.savez(out, **arrays)
     return np.array([r.score for r in records], dtype=np.float64)
 
@@ -166,8 +168,11 @@ def score_rows(variants: list[Variant], labels: np.ndarray, cost: dict, peak: fl
 
 def run_bench(bundle, data: Path, checkpoint: Path | None, out_dir: Path, batches: tuple[int, int] = (1, 8),
               warmup: int = 10, iters: int = 50, threads: int | None = None, max_images: int = 256,
-              timeout: float = 900.0, command: str = "", progress=None) -> dict[str, Any]:
-    """Run every variant, score and time it, and return the report (also written as report.json)."""
+              crops: int | None = None, timeout: float = 900.0, command: str = "", progress=None) -> dict[str, Any]:
+    """Run every variant, score and time it, and return the report (also written as report.json).
+
+    Each image is scored as ``run`` scores a frame: ``crops`` crops (None: the bundle's crop plan),
+    averaged. Latency per frame is timed at 1 crop and at that many crops."""
     from grmp_edge.report.flops import graph_cost
 
     threads = threads or physical_cores()  # the runtime's own default, so bench times what run does
@@ -175,15 +180,16 @@ def run_bench(bundle, data: Path, checkpoint: Path | None, out_dir: Path, batche
     if len(records) < 3:
         raise GrmpError(f"{data} has {len(records)} images; the report needs at least 3 for correlations")
     spec = bundle.manifest.preprocess
+    crops, crops_from = spec.crop_plan(crops)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / "work"
     work.mkdir(exist_ok=True)
-    labels = prepare_inputs(records, spec, work / "inputs.npz", max_images)
+    labels = prepare_inputs(records, spec, work / "inputs.npz", max_images, crops)
     fp32 = next((f for f in bundle.manifest.files if f.format == "onnx" and f.precision == "fp32"), None)
     cost = graph_cost(bundle.verify(fp32)) if fp32 else {}
     peak = matmul_peak_gflops()
     common = {"bundle": str(bundle.folder), "inputs": str(work / "inputs.npz"), "spec": spec.to_dict(), "threads": threads,
-              "warmup": warmup, "iters": iters, "large_batch": batches[-1]}
+              "warmup": warmup, "iters": iters, "large_batch": batches[-1], "crops": crops}
     variants = discover_variants(bundle, checkpoint)
     for v in variants:
         if v.status == "pending":
@@ -197,7 +203,8 @@ def run_bench(bundle, data: Path, checkpoint: Path | None, out_dir: Path, batche
         "bundle": str(bundle.folder),
         "data": str(data),
         "images": int(len(labels)),
-        "settings": {"batches": list(batches), "warmup": warmup, "iters": iters, "threads": threads},
+        "settings": {"batches": list(batches), "warmup": warmup, "iters": iters, "threads": threads,
+                     "crops": crops, "crops_from": crops_from},
         "machine": {**machine_context(threads), "gemm_peak_gflops": peak},
         "model_cost": cost,
         "variants": [asdict(v) for v in variants],

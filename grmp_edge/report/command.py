@@ -22,6 +22,7 @@ def bench(
     iters: int = typer.Option(50, "--iters", help="Timed iterations per measurement."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads [default: physical cores, as grmp-edge run]."),
     max_images: int = typer.Option(256, "--max-images", help="Score at most this many manifest images."),
+    crops: Optional[int] = typer.Option(None, "--crops", help="Score each image as N crops averaged, as `run --crops N` scores a frame, and time a frame at N crops beside 1. Default: the bundle's crop plan."),
     name: Optional[str] = typer.Option(None, "--name", help="Folder name under runs/bench/ [default: exp, exp2, ...]."),
 ) -> None:
     """Score and time every variant this machine can run; write report.json/.md/.csv and the plot."""
@@ -34,6 +35,7 @@ def bench(
     from grmp_edge.report.tables import print_table, write_tables
     from grmp_edge.runs import command_line, discard_on_failure, new_run_dir
     from grmp_edge.runtime.bundle import load_bundle
+    from grmp_edge.spec import MAX_CROPS
 
     try:
         batches = tuple(int(b) for b in batch.split(","))
@@ -45,17 +47,20 @@ def bench(
     check_range("--iters", iters, 1, MAX_ITERS)
     check_range("--threads", threads, 1, 1024)
     check_range("--max-images", max_images, 3, MAX_IMAGES)
+    check_range("--crops", crops, 1, MAX_CROPS)
     loaded = load_bundle(bundle)
+    per_frame, crops_from = loaded.preprocess.crop_plan(crops)
     per_input = image_bytes_per_input(loaded.manifest.model)
-    check_memory("--batch", max(batches), per_input, "one batch")
-    # Every image's crop is decoded up front and held for all variants.
-    check_memory("--max-images", max_images, loaded.preprocess.size ** 2 * 3, "the preprocessed images")
+    check_memory("--batch", max(max(batches), per_frame), per_input, "one batch")
+    # Every image's crops are cut up front and held for all variants.
+    check_memory("--max-images", max_images, per_frame * loaded.preprocess.size ** 2 * 3, "the preprocessed images")
     checkpoint = checkpoint or source_checkpoint(loaded)
     out_dir = new_run_dir("bench", name)
     console = Console(stderr=True)
+    console.print(f"crops per frame: {per_frame} ({crops_from})")
     with discard_on_failure(out_dir):
         report = run_bench(loaded, data, checkpoint, out_dir, batches=(batches[0], batches[-1]), warmup=warmup,
-                           iters=iters, threads=threads, max_images=max_images,
+                           iters=iters, threads=threads, max_images=max_images, crops=crops,
                            command=command_line(),
                            progress=lambda n: console.print(f"[cyan]measuring[/cyan] {n}"))
         write_tables(report, out_dir)

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from grmp_edge.artifacts import atomic_write_json
-from grmp_edge.runtime.preprocess import preprocess
+from grmp_edge.runtime.pipeline import prepare_batch
 from grmp_edge.spec import PreprocessSpec
 
 Infer = Callable[[np.ndarray], np.ndarray]
@@ -88,38 +88,55 @@ def _open_tensorrt(v: dict) -> tuple[Infer, Callable[[], float | None]]:
 OPENERS = {"pytorch": _open_pytorch, "onnxruntime": _open_onnxruntime, "tensorrt": _open_tensorrt}
 
 
+def frame_latencies(infer: Infer, gpu_ms: Callable[[], float | None], crops: np.ndarray, frames: list[np.ndarray],
+                    spec: PreprocessSpec, counts: tuple[int, ...], v: dict) -> dict[int, dict]:
+    """Per crop count, the time to score one frame cut into that many crops: the engine call on them
+    (``infer``, and ``gpu`` where the engine times itself), and from the decoded frame to its score
+    (``e2e``, of which ``preprocess`` cuts the crops as ``run`` does). The counts are timed in turn
+    within each iteration, so a load change on a shared machine moves them alike and their ratio holds."""
+    for n in counts:
+        for _ in range(v["warmup"]):
+            infer(crops[:n])
+    samples = {n: {"infer": [], "gpu": [], "e2e": [], "preprocess": []} for n in counts}
+    for _ in range(v["iters"]):
+        for n in counts:
+            t0 = time.perf_counter()
+            infer(crops[:n])
+            samples[n]["infer"].append((time.perf_counter() - t0) * 1e3)
+            g = gpu_ms()
+            if g is not None:
+                samples[n]["gpu"].append(g)
+    for i in range(v["iters"]):
+        frame = frames[i % len(frames)]
+        for n in counts:
+            t0 = time.perf_counter()
+            x = prepare_batch(frame, spec, n)
+            t1 = time.perf_counter()
+            infer(x)
+            samples[n]["e2e"].append((time.perf_counter() - t0) * 1e3)
+            samples[n]["preprocess"].append((t1 - t0) * 1e3)
+    return {n: {"crops": n, **{k: latency_stats(ms) if ms else None for k, ms in s.items()}}
+            for n, s in samples.items()}
+
+
 def measure(v: dict) -> dict:
-    """Load a variant, score every crop, and time it at batch 1 (inference, end-to-end) and the large batch."""
+    """Load a variant, score every image (its ``crops`` crops averaged, as ``run`` scores a frame), and
+    time it per frame at 1 crop and at ``crops`` crops, and at the large batch."""
     inputs = np.load(v["inputs"])
     crops = inputs["crops"]
+    per_image = int(v["crops"])
     frames = [inputs[k] for k in sorted(k for k in inputs.files if k.startswith("frame_"))]
     spec = PreprocessSpec.from_dict(v["spec"])
     start = time.perf_counter()
     infer, gpu_ms = OPENERS[v["kind"]](v)
     load_s = time.perf_counter() - start
 
-    scores = np.concatenate([infer(crops[i:i + 8]) for i in range(0, len(crops), 8)]).astype(np.float64)
+    chunk = 8 * per_image  # 8 images per call, each image's crops in the same call
+    scores = np.concatenate([infer(crops[i:i + chunk]) for i in range(0, len(crops), chunk)]).astype(np.float64)
+    scores = scores.reshape(-1, per_image).mean(axis=1)
 
-    one = crops[:1]
-    for _ in range(v["warmup"]):
-        infer(one)
-    infer_ms, gpu = [], []
-    for _ in range(v["iters"]):
-        t0 = time.perf_counter()
-        infer(one)
-        infer_ms.append((time.perf_counter() - t0) * 1e3)
-        g = gpu_ms()
-        if g is not None:
-            gpu.append(g)
-    e2e_ms, pre_ms = [], []
-    for i in range(v["iters"]):
-        frame = frames[i % len(frames)]
-        t0 = time.perf_counter()
-        x = preprocess(frame, spec)[None]
-        t1 = time.perf_counter()
-        infer(x)
-        e2e_ms.append((time.perf_counter() - t0) * 1e3)
-        pre_ms.append((t1 - t0) * 1e3)
+    latency = frame_latencies(infer, gpu_ms, crops, frames, spec, tuple(sorted({1, per_image})), v)
+    single, plan = latency[1], latency[per_image]
 
     big = int(v["large_batch"])
     batch = np.resize(crops, (big,) + crops.shape[1:])
@@ -133,9 +150,10 @@ def measure(v: dict) -> dict:
         "status": "ok",
         "scores": scores.tolist(),
         "load_s": load_s,
-        "latency_ms": {"infer": latency_stats(infer_ms), "e2e": latency_stats(e2e_ms),
-                       "preprocess": latency_stats(pre_ms)},
-        "gpu_ms": latency_stats(gpu) if gpu else None,
+        # infer / e2e / preprocess: one frame as 1 crop; frame: one frame as the crop plan's crops.
+        "latency_ms": {"infer": single["infer"], "e2e": single["e2e"], "preprocess": single["preprocess"],
+                       "frame": plan},
+        "gpu_ms": single["gpu"],
         "throughput": {"batch": big, "images_per_s": float(np.median(rates)),
                        "min": float(np.min(rates)), "max": float(np.max(rates)), "n": len(rates)},
         "peak_rss_mb": peak_rss_mb(),

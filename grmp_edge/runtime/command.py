@@ -14,6 +14,7 @@ from typing import List, Optional
 import typer
 
 from grmp_edge.runtime.postprocess import DEFAULT_ALPHA, DEFAULT_HIGH, DEFAULT_LOW
+from grmp_edge.spec import MAX_CROPS
 
 SOURCE_HELP = ("What to score: csi://N (Jetson CSI camera), v4l2:///dev/videoN, rtsp://URL, file://PATH or a "
                "video path, an image file, folder or glob ('frames/*.jpg'), or - for raw RGB24 frames on stdin "
@@ -25,7 +26,6 @@ def _log(line: str) -> None:
 
 
 # Ranges of the numeric options (inclusive); memory-heavy ones are also checked against this machine.
-MAX_CROPS = 1024
 MAX_FRAME_SIDE = 16384
 STOP_SIGNALS = ("SIGINT", "SIGTERM")
 
@@ -66,7 +66,7 @@ def run(
     backend: str = typer.Option("auto", "--backend", help="auto (TensorRT or TensorRT-RTX plan for this GPU > ONNX Runtime CUDA > ONNX Runtime CPU), tensorrt, tensorrt-rtx, onnxruntime, or triton://HOST:PORT/MODEL (a Triton server's gRPC endpoint; the bundle still gives the preprocessing)."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or int8: which bundle file runs (auto: fp16 on GPUs, fp32 on CPUs)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU inference threads for ONNX Runtime. Default: physical cores."),
-    crops: int = typer.Option(1, "--crops", help="Score N crops of the model's size at native resolution per frame (batched, averaged); 1 = the resized centre crop."),
+    crops: Optional[int] = typer.Option(None, "--crops", help="Score N crops of the model's size at native resolution per frame (batched, averaged); 1 = the resized centre crop. Default: the bundle's crop plan (4 for grmp-tiny, 1 for ViT-B-16; 1 for bundles older than the plan)."),
     stride: int = typer.Option(1, "--stride", help="Score every K-th frame of the source."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after this many scored frames (of each source)."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many seconds."),
@@ -131,6 +131,7 @@ def run(
               for text in texts or [None]]
     post = PostProcessor(alpha, low, high)
     loaded = load_bundle(bundle)
+    crops, crops_from = loaded.preprocess.crop_plan(crops)
     # One frame's crops are a single engine batch: refuse a count this machine cannot hold.
     check_memory("--crops", crops, image_bytes_per_input(loaded.manifest.model), "one frame's crops")
     if backend.startswith("triton://"):
@@ -142,6 +143,12 @@ def run(
     try:
         _log(f"bundle {loaded.folder}")
         _log(f"backend {engine.describe()} [{engine.reason}]")
+        _log(f"crops {crops} per frame ({crops_from})")
+        # A frame's crops are one engine call: say so now, not at the first frame.
+        max_batch = getattr(engine, "max_batch", None)
+        if max_batch is not None and crops > max_batch:
+            raise GrmpError(f"{crops} crops per frame ({crops_from}) exceed the engine's maximum batch {max_batch}; "
+                            f"pass --crops {max_batch} or rebuild the plan with --batch-max {crops}")
         for each in frames:
             _log(f"source {each.name}")
         sinks = []
@@ -197,6 +204,7 @@ def run(
                 "precision": engine.precision,
                 "backend_detail": engine.describe(),
                 "crops": crops,
+                "crops_from": crops_from,
                 "stride": stride,
                 "alpha": alpha,
                 "low": low,

@@ -231,6 +231,7 @@ def evaluate(
     checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint folder (default: the latest train run's best/)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     batch_size: int = typer.Option(64, help="Images per forward pass."),
+    crops: Optional[int] = typer.Option(None, "--crops", help="Score each image as N native-resolution crops averaged, as `run --crops N` does; 1 = the resized centre crop. Default: the checkpoint's crop plan."),
 ) -> None:
     """Score a manifest with a checkpoint and print SRCC, KRCC, PLCC (raw and logistic) and RMSE."""
     from rich.console import Console
@@ -238,13 +239,17 @@ def evaluate(
 
     from grmp_edge.limits import check_range
     from grmp_edge.runs import latest_run
+    from grmp_edge.spec import MAX_CROPS
     from grmp_edge.train.protocol import evaluate_checkpoint
 
     check_range("--batch-size", batch_size, 1, 65_536)
+    check_range("--crops", crops, 1, MAX_CROPS)
     if checkpoint is None:
         checkpoint = latest_run("train", "best/spec.json") / "best"
-    metrics = evaluate_checkpoint(checkpoint, data, device=device, batch_size=batch_size)
-    table = Table(title=f"{checkpoint} on {data} ({metrics.pop('n')} images)")
+    metrics = evaluate_checkpoint(checkpoint, data, device=device, batch_size=batch_size, crops=crops)
+    per_image = metrics.pop("crops")
+    how = "the checkpoint's crop plan" if crops is None else "--crops"
+    table = Table(title=f"{checkpoint} on {data} ({metrics.pop('n')} images, {per_image} crop(s) each: {how})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for metric, value in metrics.items():

@@ -2,7 +2,9 @@
 
 * Evaluation transform: :func:`grmp_edge.runtime.preprocess.preprocess` (resize + centre crop) then
   :func:`~grmp_edge.runtime.preprocess.normalize` - exactly what the exported graph and the edge
-  runtime compute.
+  runtime compute. With ``crops > 1`` (a model's crop plan, for evaluation), each item is the
+  runtime's :func:`~grmp_edge.runtime.preprocess.native_crops` of the decoded image instead, and
+  :func:`predict_quality` averages their scores, as ``grmp-edge run --crops`` does.
 * Training augmentation: the same :func:`~grmp_edge.runtime.preprocess.resize`, then a random
   ``size`` crop and a horizontal flip drawn from ``(seed, epoch, index)``, so it is reproducible and
   independent of worker count, rank and iteration order.
@@ -20,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from grmp_edge.data.images import read_rgb
 from grmp_edge.data.manifest import minmax_normalize
-from grmp_edge.runtime.preprocess import center_crop, normalize, resize
+from grmp_edge.errors import GrmpError
+from grmp_edge.runtime.preprocess import center_crop, native_crops, normalize, resize
 from grmp_edge.spec import PreprocessSpec
 
 DEFAULT_CACHE_BYTES = 512 << 20
@@ -57,11 +60,15 @@ class QualityDataset(Dataset):
 
     ``train=True`` applies the seeded random crop + flip (call :meth:`set_epoch` each epoch for new
     draws); ``train=False`` applies the deterministic evaluation transform. Datasets built on the same
-    records can share one :class:`ResizedImageCache`.
+    records can share one :class:`ResizedImageCache`. ``crops > 1`` makes each item the
+    ``(crops, 3, S, S)`` native-resolution crops of its image (evaluation only).
     """
 
     def __init__(self, records: Sequence, spec: PreprocessSpec, train: bool = False, seed: int = 0,
-                 cache: ResizedImageCache | None = None):
+                 cache: ResizedImageCache | None = None, crops: int = 1):
+        if train and crops != 1:
+            raise GrmpError("a crop plan is for evaluation; training draws one random crop per image")
+        self.crops = crops
         self.records = list(records)
         self.scores = np.array([r.score for r in self.records], dtype=np.float64)
         self.labels = minmax_normalize(self.scores).astype(np.float32)
@@ -94,7 +101,10 @@ class QualityDataset(Dataset):
         return out
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = normalize(np.ascontiguousarray(self.crop(index))[None], self.spec)[0]
+        if self.crops > 1:  # crops of the frame at its own resolution, not of the resized image
+            x = normalize(native_crops(read_rgb(self.records[index].image), self.spec, self.crops), self.spec)
+        else:
+            x = normalize(np.ascontiguousarray(self.crop(index))[None], self.spec)[0]
         return torch.from_numpy(x), torch.tensor(self.labels[index])
 
 
@@ -126,16 +136,18 @@ def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
 def predict_quality(model: torch.nn.Module, dataset: QualityDataset, device: torch.device,
                     batch_size: int = 64,
                     autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> np.ndarray:
-    """The model's quality in (0, 1) for every item of ``dataset``, in order (eval mode, no grad)."""
+    """The model's quality in (0, 1) for every item of ``dataset``, in order (eval mode, no grad); an
+    item of several crops gets the mean of their scores."""
     was_training = model.training
     model.eval()
     out = []
     try:
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
         for images, _ in loader:
+            flat = images.flatten(0, 1) if images.ndim == 5 else images  # (B, crops, 3, S, S): one batch
             with autocast():
-                q = model.quality(images.to(device, non_blocking=True))
-            out.append(q.float().cpu().numpy())
+                q = model.quality(flat.to(device, non_blocking=True))
+            out.append(q.float().cpu().numpy().reshape(len(images), -1).mean(axis=1))
     finally:
         model.train(was_training)
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)

@@ -395,8 +395,9 @@ def _flatten(data: dict, prefix: str = "") -> dict:
 
 
 def evaluate_checkpoint(checkpoint_dir: str | Path, manifest: str | Path, device: str = "auto",
-                        batch_size: int = 64) -> dict[str, float]:
-    """Score every image of ``manifest`` with a checkpoint: all metrics plus ``n``."""
+                        batch_size: int = 64, crops: int | None = None) -> dict[str, float]:
+    """Score every image of ``manifest`` with a checkpoint as ``crops`` crops averaged (None: the
+    checkpoint's crop plan): all metrics plus ``n`` and the ``crops`` used."""
     from grmp_edge.data.manifest import load_manifest
     from grmp_edge.metrics import evaluate
     from grmp_edge.train.distributed import resolve_device
@@ -404,6 +405,7 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, manifest: str | Path, device
 
     dev = resolve_device(device)
     model = load_checkpoint(checkpoint_dir, device=dev)
-    dataset = QualityDataset(load_manifest(manifest), model.spec.preprocess, train=False)
+    crops, _ = model.spec.preprocess.crop_plan(crops)
+    dataset = QualityDataset(load_manifest(manifest), model.spec.preprocess, train=False, crops=crops)
     pred = predict_quality(model, dataset, dev, batch_size)
-    return {**evaluate(pred, dataset.scores), "n": len(dataset)}
+    return {**evaluate(pred, dataset.scores), "n": len(dataset), "crops": crops}

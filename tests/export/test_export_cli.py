@@ -82,6 +82,7 @@ def test_export_all_from_latest_training_run(runs, capsys):
     assert calibration["kind"] == "manifest" and calibration["source"].endswith("labels.csv")
     assert calibration["num_calib"] == 64 and calibration["num_eval"] == 64 and calibration["method"] == "minmax"
     assert bundle.manifest.model.vpt_tokens == 8
+    assert bundle.preprocess.crops == 4  # grmp-tiny's crop plan travels from the checkpoint to the runtime
     assert {"torch", "onnx", "onnxruntime", "open_clip", "grmp-edge"} <= set(bundle.manifest.versions)
     assert not [p for p in (runs / "export").iterdir() if p.name != "tiny"]  # no staging folder left
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_bundle import make_bundle, reference_scores
+from tiny_bundle import STANDARD_FILES, make_bundle, reference_scores
 
 from grmp_edge.artifacts import sha256_file
 from grmp_edge.cli import main
@@ -148,3 +148,28 @@ def test_run_report_writes_the_timeline(tmp_path, tmp_runs, capsys):
     assert summary["frames"] == 12 and summary["duration_s"] == pytest.approx(1.1)  # 12 frames at 10 fps
     with Image.open(out / "score_timeline.png") as im:
         assert im.format == "PNG"
+
+
+def test_bench_scores_with_the_bundles_crop_plan_and_times_a_frame_at_both(tmp_path, tmp_runs, labelled, capsys):
+    from grmp_edge.data.images import read_rgb
+    from grmp_edge.data.manifest import load_manifest
+    from grmp_edge.runtime.preprocess import native_crops
+
+    bundle = make_bundle(tmp_path / "bundle", files=[f for f in STANDARD_FILES if f[0] == "model_fp32.onnx"], crops=3)
+    spec = BundleManifest.load(bundle / "manifest.json").preprocess
+    images = [read_rgb(r.image) for r in load_manifest(labelled)][:8]
+    for args, crops, said in (([], 3, "the model's crop plan"), (["--crops", "1"], 1, "--crops")):
+        name = f"p{crops}"
+        err = _run(["bench", "--bundle", str(bundle), "--data", str(labelled), "--iters", "3", "--warmup", "1",
+                    "--name", name, *args], capsys).err
+        assert f"crops per frame: {crops} ({said}" in err
+        report = json.loads((tmp_runs / "bench" / name / "report.json").read_text())
+        assert report["settings"]["crops"] == crops
+        row = next(v for v in report["variants"] if v["status"] == "ok")
+        expected = [reference_scores(native_crops(rgb, spec, crops)).mean() for rgb in images]
+        np.testing.assert_allclose(row["result"]["scores_head"], expected, atol=1e-5)
+        frame = row["result"]["latency_ms"]["frame"]
+        assert frame["crops"] == crops and frame["infer"]["n"] == 3 and frame["e2e"]["p50"] > 0
+        table = (tmp_runs / "bench" / name / "report.md").read_text()
+        assert f"Crops per frame: {crops} (" in table and "frame_e2e_p50_ms" in table
+    assert report["settings"]["crops_from"].startswith("--crops; the model's crop plan is 3")

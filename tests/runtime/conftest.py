@@ -87,10 +87,11 @@ def image_folder(tmp_path) -> Path:
     return folder
 
 
-def make_bundle(folder: Path, size: int = CROP) -> Path:
-    """A real bundle folder (the tiny brightness graph) as fp32 and as the int8 CPU file, with hashes."""
+def make_bundle(folder: Path, size: int = CROP, crops: int = 1) -> Path:
+    """A real bundle folder (the tiny brightness graph) as fp32 and as the int8 CPU file, with hashes,
+    whose crop plan is ``crops``."""
     files = [f for f in tiny_bundle.STANDARD_FILES if f[0] in ("model_fp32.onnx", "model_int8_cpu.onnx")]
-    return tiny_bundle.make_bundle(folder, files=files, size=size)
+    return tiny_bundle.make_bundle(folder, files=files, size=size, crops=crops)
 
 
 @pytest.fixture

@@ -43,6 +43,49 @@ def test_int8_precision_crops_and_stride(bundle, video, tmp_runs, capsys):
     assert not (tmp_runs / "run").exists()
 
 
+def test_crops_default_to_the_bundles_plan_and_the_option_overrides_it(bundle_factory, tmp_path, tmp_runs, capsys):
+    from PIL import Image
+
+    from grmp_edge.runtime.preprocess import native_crops, preprocess
+    from grmp_edge.spec import BundleManifest
+
+    bundle = bundle_factory(tmp_path / "planned", crops=4)
+    spec = BundleManifest.load(bundle / "manifest.json").preprocess
+    # A left-to-right ramp: the corner crops at native resolution and the resized centre crop differ in brightness.
+    rgb = np.repeat(np.repeat(np.linspace(0, 255, 96, dtype=np.float32)[None, :, None], 72, 0), 3, 2).astype(np.uint8)
+    rgb[:36] //= 3
+    Image.fromarray(rgb).save(tmp_path / "ramp.png")
+    expected = {4: float(tiny_bundle.reference_scores(native_crops(rgb, spec, 4)).mean()),
+                1: float(tiny_bundle.reference_scores(preprocess(rgb, spec)[None])[0])}
+    assert abs(expected[4] - expected[1]) > 1e-3
+    for args, crops, said in (([], 4, "crops 4 per frame (the model's crop plan)"),
+                              (["--crops", "1"], 1, "crops 1 per frame (--crops; the model's crop plan is 4)")):
+        assert main(["run", "--bundle", str(bundle), "--source", str(tmp_path / "ramp.png"), "--name", f"c{crops}",
+                     *args]) == 0
+        out, err = capsys.readouterr()
+        assert said in err
+        assert _lines(out)[0]["score"] == pytest.approx(expected[crops], abs=1e-5)
+        summary = json.loads((tmp_runs / "run" / f"c{crops}" / "summary.json").read_text())
+        assert summary["crops"] == crops
+
+
+def test_a_crop_plan_beyond_the_engines_maximum_batch_is_refused_before_the_first_frame(
+        bundle_factory, fake_backend, video, tmp_path, tmp_runs, monkeypatch, capsys):
+    import grmp_edge.runtime.backends as backends
+
+    engine = fake_backend()
+    engine.max_batch, engine.reason = 2, "test"
+    monkeypatch.setattr(backends, "open_backend", lambda *a, **k: engine)
+    bundle = bundle_factory(tmp_path / "planned", crops=4)
+    assert main(["run", "--bundle", str(bundle), "--source", str(video), "--no-save"]) == 2
+    err = capsys.readouterr().err
+    assert "4 crops per frame (the model's crop plan) exceed the engine's maximum batch 2" in err
+    assert engine.batches == [] and engine.closed
+    assert main(["run", "--bundle", str(bundle), "--source", str(video), "--no-save", "--quiet",
+                 "--crops", "2"]) == 0
+    assert set(engine.batches) == {(2, 32, 32, 3)}
+
+
 def test_default_bundle_is_the_latest_export(bundle_factory, video, tmp_runs, capsys):
     bundle_factory(tmp_runs / "export" / "exp")
     assert main(["run", "--source", str(video), "--max-frames", "2", "--quiet"]) == 0

@@ -92,9 +92,10 @@ def reference_scores(batch: np.ndarray) -> np.ndarray:
 
 
 def make_bundle(folder: Path, files=STANDARD_FILES, size: int = SIZE, sidecar: dict | None = None,
-                plan_bytes: bytes = b"not a real TensorRT engine") -> Path:
+                plan_bytes: bytes = b"not a real TensorRT engine", crops: int = 1) -> Path:
     """Write a bundle into ``folder``: the ONNX files, plans (``plan_bytes``) with their sidecars
-    (``sidecar`` or :data:`ORIN_SIDECAR`, plus the fp16 ONNX's sha256), and ``manifest.json``."""
+    (``sidecar`` or :data:`ORIN_SIDECAR`, plus the fp16 ONNX's sha256), and ``manifest.json`` (whose
+    crop plan is ``crops``)."""
     folder.mkdir(parents=True, exist_ok=True)
     entries = []
     for path, precision, fmt, targets in files:
@@ -113,7 +114,7 @@ def make_bundle(folder: Path, files=STANDARD_FILES, size: int = SIZE, sidecar: d
             if source.exists():
                 data.setdefault("onnx_sha256", sha256_file(source))
             (folder / entry.info["sidecar"]).write_text(json.dumps(data))
-    spec = ModelSpec(backbone="tiny", pretrained=None, preprocess=PreprocessSpec(size=size, resize=size))
+    spec = ModelSpec(backbone="tiny", pretrained=None, preprocess=PreprocessSpec(size=size, resize=size, crops=crops))
     BundleManifest(model=spec, files=entries, versions={"grmp_edge": "test"}).save(folder / "manifest.json")
     return folder
 

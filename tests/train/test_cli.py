@@ -38,7 +38,8 @@ def test_tiny_train_run_raises_srcc_over_the_untrained_model_and_eval_reads_it(c
     code = main(["train", "--data", str(target), "--meta-data", str(source), "--backbone", "grmp-tiny",
                  "--pretrained", "bootstrap", "--vpt-tokens", "2", "--meta-epochs", "1", "--support-batch", "8",
                  "--query-batch", "4", "--shots", "12", "--val-size", "12", "--splits", "2", "--epochs", "30",
-                 "--patience", "10", "--lr", "0.03", "--lam", "5", "--name", "tiny"])
+                 "--patience", "10", "--lr", "0.03", "--lam", "5", "--unfreeze-blocks", "4", "--meta-lr", "1e-4",
+                 "--meta-eps", "0.01", "--name", "tiny"])
     out = capsys.readouterr().out
     assert code == 0
     assert "test metrics over 2 split(s)" in out and "next: grmp-edge export" in out
@@ -52,6 +53,22 @@ def test_tiny_train_run_raises_srcc_over_the_untrained_model_and_eval_reads_it(c
     assert main(["eval", "--data", str(target), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "srcc" in out and "plcc_logistic" in out and "60 images" in out
+
+
+def test_eval_scores_with_the_checkpoints_crop_plan_unless_crops_is_given(corpora, tmp_path, capsys):
+    from grmp_edge.train.model import build_model, model_spec, save_checkpoint
+
+    target, _ = corpora
+    checkpoint = save_checkpoint(build_model(model_spec("grmp-tiny", None, vpt_tokens=2)).eval(), tmp_path / "ck")
+    assert json.loads((checkpoint / "spec.json").read_text())["preprocess"]["crops"] == 4
+    srcc = {}
+    for args, said in (([], "60 images, 4 crop(s) each: the checkpoint's crop plan"),
+                       (["--crops", "1"], "60 images, 1 crop(s) each: --crops")):
+        assert main(["eval", "--data", str(target), "--checkpoint", str(checkpoint), "--device", "cpu", *args]) == 0
+        out = capsys.readouterr().out
+        assert said in " ".join(out.split())
+        srcc[len(args)] = next(line for line in out.splitlines() if " srcc " in f" {line} ")
+    assert srcc[0] != srcc[2]  # the plan's 4 crops score the images otherwise than the centre crop
 
 
 def test_quick_trial_meta_only_run_gives_a_checkpoint_and_resumes(corpora, tmp_runs, capsys):

@@ -218,3 +218,8 @@ def test_local_checkpoint_file_and_bad_tags(tmp_path):
 def test_openai_tags_get_quick_gelu():
     assert gm.backbone_config("ViT-B-16", "openai")["quick_gelu"] is True
     assert not gm.backbone_config("ViT-B-16", None).get("quick_gelu")
+
+
+def test_crop_plans_grmp_tiny_covers_the_frame_vits_keep_the_resized_centre_crop():
+    assert gm.model_spec("grmp-tiny", None).preprocess.crops == 4
+    assert gm.model_spec("ViT-B-16", None).preprocess.crops == 1

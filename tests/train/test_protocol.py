@@ -165,3 +165,32 @@ def test_dataset_transforms_match_the_shared_preprocessing(corpora):
     for r in records:
         small.get(r.image)
     assert small.used == 2 * 70 * 70 * 3
+
+
+def test_evaluation_with_a_crop_plan_scores_the_runtimes_crops_averaged(corpora):
+    import numpy as np
+
+    from grmp_edge.data.images import read_rgb
+    from grmp_edge.data.manifest import load_manifest
+    from grmp_edge.runtime.preprocess import native_crops, normalize
+    from grmp_edge.spec import PreprocessSpec
+    from grmp_edge.train.datasets import QualityDataset, predict_quality
+
+    class MeanBrightness(torch.nn.Module):
+        """A stand-in model whose quality of a crop is its mean normalised pixel."""
+
+        def quality(self, images):
+            return images.flatten(1).mean(dim=1)
+
+    records = load_manifest(corpora[0])[:5]
+    spec = PreprocessSpec(size=64, resize=96, crops=4)
+    planned = QualityDataset(records, spec, train=False, crops=4)
+    crops = [normalize(native_crops(read_rgb(r.image), spec, 4), spec) for r in records]
+    image, _ = planned[1]
+    assert image.shape == (4, 3, 64, 64) and np.array_equal(image.numpy(), crops[1])
+    scores = predict_quality(MeanBrightness(), planned, torch.device("cpu"), batch_size=2)
+    np.testing.assert_allclose(scores, [c.mean() for c in crops], rtol=1e-5)
+    single = predict_quality(MeanBrightness(), QualityDataset(records, spec), torch.device("cpu"))
+    assert single.shape == (5,) and not np.allclose(single, scores)
+    with pytest.raises(GrmpError, match="crop plan is for evaluation"):
+        QualityDataset(records, spec, train=True, crops=4)
