@@ -14,10 +14,10 @@ Held out twice over:
 Every trained row runs the user-facing ``grmp-edge train`` command in-process
 (:func:`grmp_edge.cli.main`), on the same seeded splits (same ``--seed``, ``--shots``, ``--splits``):
 
-1. ``--stage meta`` once per meta algorithm (continual, reptile) on the CBSD68 source corpus; the meta
-   epoch is selected on held-out *source* tasks (never the target);
+1. ``--stage meta`` once per meta algorithm (``META_ALGOS``: continual, continual-reset, reptile) on
+   the CBSD68 source corpus; the meta epoch is selected on held-out *source* tasks (never the target);
 2. ``--stage finetune`` rows: no meta pre-training (fresh prompts) with lambda 0; each meta checkpoint
-   with lambda 0; the meta algorithm whose plain-fine-tuning row has the better mean *validation*
+   with lambda 0; the meta algorithm whose plain-fine-tuning row has the best mean *validation*
    score (SRCC + PLCC on the validation images drawn from each split's pool, not the test part) with
    QGR at lambda 1 and 5.
 
@@ -336,7 +336,7 @@ def markdown(result: dict) -> str:
         "the raw PLCC.",
         "",
         f"Meta algorithm for the QGR rows: **{result['choice']['meta_algo']}**, the better mean validation score "
-        "(SRCC + PLCC) of the two plain-fine-tuning rows ("
+        "(SRCC + PLCC) of the plain-fine-tuning rows ("
         + ", ".join(f"{k} {v:.4f}" for k, v in result["choice"]["val_scores"].items()) + "). Full method (level table "
         f"below): meta ({result['choice']['meta_algo']}) + QGR lambda {result['choice']['lambda']:g}, the better mean "
         "validation score of the QGR rows ("
@@ -402,6 +402,7 @@ def main(argv: list[str]) -> int:
     from grmp_edge.data.manifest import load_manifest
     from grmp_edge.report.machine import machine_context
     from grmp_edge.train.bootstrap import HELD_OUT_TYPES, bootstrap_weights
+    from grmp_edge.train.meta import META_ALGOS
 
     console = Console()
     echo = console.print
@@ -426,7 +427,7 @@ def main(argv: list[str]) -> int:
 
     t = time.monotonic()
     metas = {algo: train(f"meta-{algo}", common_options(s) + meta_options(s, corpora["source"], algo), runs, echo)
-             for algo in ("continual", "reptile")}
+             for algo in META_ALGOS}
     timings["meta_s"] = round(time.monotonic() - t, 1)
     t = time.monotonic()
     runs_ft = {"no-meta": train("ft-no-meta-lam0", common_options(s) + finetune_options(s, corpora["target"], 0.0),

@@ -1,6 +1,7 @@
 """How the quickstart's training settings were chosen: a few settings side by side on its own corpus.
 
-    python benchmarks/quickstart_settings.py     # writes benchmarks/quickstart_settings.{json,md} (~15 min)
+    python benchmarks/quickstart_settings.py     # writes benchmarks/quickstart_settings.{json,md} (~20 min)
+    python benchmarks/quickstart_settings.py --rows "quickstart (chosen)" "quickstart, continual-reset"
 
 Every row runs the quickstart's ``grmp-edge train`` command (the full preset's options, then the
 row's own options appended; the last value of a repeated option wins) on the quickstart's corpus
@@ -37,11 +38,14 @@ def rows() -> dict[str, list[str]]:
     """Row name -> options appended to the full preset's ``grmp-edge train`` options."""
     default = cli_defaults()
     return {
+        "quickstart (chosen)": [],
+        "quickstart, release outer step 0.01": ["--meta-eps", "0.01"],
+        "quickstart, outer step 0.1": ["--meta-eps", "0.1"],
+        "quickstart, continual-reset": ["--meta-algo", "continual-reset"],
         "cli defaults": default,
         "cli defaults, last block": default + ["--unfreeze-blocks", "1"],
         "quickstart meta, 4 blocks at lr 1e-3": ["--unfreeze-blocks", "4", "--lr", "1e-3"],
         "quickstart meta, last block at lr 1e-3": ["--lr", "1e-3"],
-        "quickstart (chosen)": [],
         "quickstart, 2 blocks": ["--unfreeze-blocks", "2"],
         "quickstart, 8 meta epochs": ["--meta-epochs", "8"],
         "quickstart, 300 epochs": ["--epochs", "300"],
@@ -52,7 +56,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=Path("runs/quickstart-settings"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/quickstart_settings.json"))
+    parser.add_argument("--rows", nargs="+", metavar="ROW", help="run only these rows (names as in the table)")
     args = parser.parse_args(argv)
+    chosen = rows()
+    unknown = sorted(set(args.rows or ()) - set(chosen))
+    if unknown:
+        raise SystemExit(f"unknown row(s): {', '.join(unknown)}; rows are: {', '.join(chosen)}")
+    if args.rows:
+        chosen = {name: extra for name, extra in chosen.items() if name in args.rows}
     os.environ["GRMP_EDGE_RUNS"] = str(args.runs)
 
     from rich.console import Console
@@ -68,7 +79,7 @@ def main(argv: list[str]) -> int:
     root = args.runs / NAME
     corpus = _corpus(root, preset, Steps(root, force=False), console)
     results = []
-    for name, extra in rows().items():
+    for name, extra in chosen.items():
         run = slug(name)
         argv_train = ["train", "--data", str(corpus["fewshot"]), "--meta-data", str(corpus["meta"]), "--backbone",
                       "grmp-tiny", "--pretrained", "bootstrap", *preset.train_args(), *extra, "--name", run, "--resume"]
