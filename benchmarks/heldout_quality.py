@@ -5,7 +5,7 @@
     python benchmarks/heldout_quality.py --bundle runs/export/NAME --crops 4
     python benchmarks/heldout_quality.py --zero-shot           # the bootstrap backbone, hand-written prompts
 
-The measure of issue 13. The corpus is all 42 Kodak24 + McMaster photos (never used for the bootstrap
+The embedded model's held-out quality measure. The corpus is all 42 Kodak24 + McMaster photos (never used for the bootstrap
 or meta pre-training) x all 25 distortion types x 5 levels, made by ``grmp_edge.data.synth`` with the
 few-shot benchmark's settings (same photos, order, size 256 and seed 0), in the same cache folder, so
 one synthesis serves both. Each image, and each pristine reference, is scored as ``grmp-edge run``
@@ -24,7 +24,7 @@ Per crops setting and distortion type:
 * the drop of the mean score from level 1 to level 5.
 
 Per crops setting: the means over types, the spread (std over photos) of the pristine scores, and
-issue 13's three "done" checks. Writes ``benchmarks/heldout_quality.{json,md}`` (``--out``).
+the three targets the embedded model is held to. Writes ``benchmarks/heldout_quality.{json,md}`` (``--out``).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-# Issue 13's bars: a consecutive-level rise above RISE makes a curve non-monotonic; the pooled SRCC
+# The targets: a consecutive-level rise above RISE makes a curve non-monotonic; the pooled SRCC
 # (mean over the 25 types) must reach TARGET_POOLED_SRCC.
 RISE = 0.02
 TARGET_POOLED_SRCC = 0.75
@@ -136,7 +136,7 @@ def score_images(pixels: list[np.ndarray], score, spec, crops: int, batch_frames
 
 def level_measures(scores: np.ndarray, records: list, pristine: np.ndarray) -> dict:
     """Per type: level SRCC (pooled, per photo), mean level curve, its rises and the level-1 to 5 drop;
-    then the means over types and issue 13's checks."""
+    then the means over types and the three targets."""
     from grmp_edge.data.distortions import DISTORTIONS
     from grmp_edge.metrics import level_srcc, mean_level_srcc
 
@@ -186,7 +186,7 @@ def markdown(result: dict) -> str:
     fmt = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
     model = result["model"]
     lines = [
-        "### Held-out quality (issue 13's measure)",
+        "### Held-out quality",
         "",
         f"`{result['command']}` on {result['date']}; model: {model['description']}"
         + (f" from `{model['bundle']}`" if model.get("bundle") else "")
@@ -195,7 +195,7 @@ def markdown(result: dict) -> str:
         f"5 levels; machine: {result['machine']['cpu']}, {result['threads']} thread(s), load average "
         f"{result['load_average']['start']} -> {result['load_average']['end']}.",
         "",
-        f"Done when (issue 13): pooled SRCC >= {TARGET_POOLED_SRCC}, no curve rises > {RISE} between levels, "
+        f"Targets: pooled SRCC >= {TARGET_POOLED_SRCC}, no curve rises > {RISE} between levels, "
         "pristine std < mean level-1 to 5 drop.",
         "",
         "| crops | SRCC pooled | SRCC per photo | non-monotonic types | pristine std | mean drop L1->L5 "

@@ -2,7 +2,7 @@
 
 Table-driven: one row per class of bad input and per command that reads it. Each row asserts the
 exact exit status, the ``error:`` line that names the problem (no traceback), and that no file under
-the test's folder was created or changed. The numbered cases of issue 14 each have a row or a test
+the test's folder was created or changed. Each reported case has a row or a test
 below that fails on the code before the fix (noted per case).
 """
 from __future__ import annotations
