@@ -241,6 +241,18 @@ class DisplaySink(Sink):
         _cv2().destroyWindow(self.WINDOW)
 
 
+def serve_http(server_class, host: str, port: int, handler, what: str):
+    """Bind ``server_class((host, port), handler)`` and serve it on a daemon thread; a port that cannot
+    be bound is one line naming ``what``. Returns the server (``server_address`` has the real port)."""
+    try:
+        server = server_class((host, port), handler)
+    except OSError as exc:
+        raise GrmpError(f"cannot serve {what} on {host}:{port}: {exc.strerror or exc}") from None
+    server.daemon_threads = True  # an open connection never holds the run's exit
+    threading.Thread(target=server.serve_forever, name=what, daemon=True).start()
+    return server
+
+
 def _prom_number(value: float) -> str:
     """A sample value as the exposition format spells it (NaN, +Inf, -Inf, else Python's repr)."""
     value = float(value)
@@ -334,14 +346,8 @@ class MetricsSink(Sink):
             def log_message(self, *args):  # scrapes every few seconds must not spam stderr
                 pass
 
-        try:
-            self._server = ThreadingHTTPServer((host, port), Handler)
-        except OSError as exc:
-            raise GrmpError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
-        self._server.daemon_threads = True
+        self._server = serve_http(ThreadingHTTPServer, host, port, Handler, "metrics")
         self.host, self.port = host, self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
-        self._thread.start()
 
     @property
     def url(self) -> str:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Optional
 
 from grmp_edge.errors import GrmpError, require
-from grmp_edge.runtime.sinks import MetricsSink, Sink, _alarm_state, overlay_bgr
+from grmp_edge.runtime.sinks import MetricsSink, Sink, _alarm_state, overlay_bgr, serve_http
 from grmp_edge.runtime.sources import Frame, FrameSource
 
 STATIC = Path(__file__).with_name("static")
@@ -154,7 +154,6 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a viewer's open stream never holds the run's exit
     sink: "WebSink"
 
 
@@ -188,14 +187,9 @@ class WebSink(Sink):
         self._static = {f"/static/{path.name}": (path.read_bytes(), CONTENT_TYPES[path.suffix])
                         for path in STATIC.iterdir() if path.suffix in CONTENT_TYPES}
         self._static["/"] = self._static.pop("/static/index.html")
-        try:
-            self._server = _Server((host, port), _Handler)
-        except OSError as exc:
-            raise GrmpError(f"cannot serve the live page on {host}:{port}: {exc.strerror or exc}") from None
+        self._server = serve_http(_Server, host, port, _Handler, "the live page")
         self._server.sink = self
         self.host, self.port = host, self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="live page", daemon=True)
-        self._thread.start()
 
     @property
     def url(self) -> str:
