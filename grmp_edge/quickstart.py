@@ -59,13 +59,17 @@ class Preset:
     unfreeze_blocks: int = 1
     lr: float = 3e-4
 
+    def train_settings(self) -> dict:
+        """The ``grmp-edge train`` options this preset sets, by option name (``meta_lr`` is ``--meta-lr``)."""
+        return {"shots": self.shots, "splits": 1, "meta_epochs": self.meta_epochs, "meta_lr": self.meta_lr,
+                "meta_eps": self.meta_eps, "support_batch": self.meta_batch, "query_batch": self.meta_batch,
+                "epochs": self.epochs, "lr": self.lr, "unfreeze_blocks": self.unfreeze_blocks,
+                "vpt_tokens": self.vpt_tokens}
+
     def train_args(self) -> list[str]:
-        """The ``grmp-edge train`` options this preset sets."""
-        return ["--shots", str(self.shots), "--splits", "1", "--meta-epochs", str(self.meta_epochs),
-                "--meta-lr", f"{self.meta_lr:g}", "--meta-eps", f"{self.meta_eps:g}",
-                "--support-batch", str(self.meta_batch), "--query-batch", str(self.meta_batch),
-                "--epochs", str(self.epochs), "--lr", f"{self.lr:g}", "--unfreeze-blocks", str(self.unfreeze_blocks),
-                "--vpt-tokens", str(self.vpt_tokens)]
+        """The same options as ``grmp-edge train`` arguments."""
+        return [arg for key, value in self.train_settings().items()
+                for arg in (f"--{key.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value))]
 
 
 PRESETS = {

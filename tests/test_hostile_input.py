@@ -147,6 +147,8 @@ ROWS = [
     ("run-duration-nan", ["run", "--bundle", "{bundle}", "--source", "{good}", "--duration", "nan"], 2,
      "--duration must be a finite number"),
     ("run-csi-flip", ["run", "--bundle", "{bundle}", "--source", "{good}", "--csi-flip", "9"], 2, "--csi-flip must be"),
+    ("run-batch-window", ["run", "--bundle", "{bundle}", "--source", "{good}", "--batch-window-ms", "5000"], 2,
+     "--batch-window-ms must be between 0 and 1000"),
     ("bench-batch-zero", ["bench", "--bundle", "{bundle}", "--data", "{manifest}", "--batch", "0"], 2,
      "--batch must be between 1"),
     ("bench-iters", ["bench", "--bundle", "{bundle}", "--data", "{manifest}", "--iters", "0"], 2, "--iters must be"),

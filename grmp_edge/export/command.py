@@ -65,7 +65,7 @@ def formats_table() -> str:
     return "\n".join(lines)
 
 
-MAX_CROPS = 100_000
+MAX_GATE_IMAGES = 100_000
 MAX_PROFILE_BATCH = 4096
 MAX_WORKSPACE_GIB = 1024
 
@@ -88,8 +88,8 @@ def _check_options(precision: str, fmt: str, calib_method: str, num_calib: int, 
     if num_eval < MIN_NUM_EVAL:
         raise GrmpError(f"--num-eval must be >= {MIN_NUM_EVAL} (the parity gate's floor), got {num_eval}")
     # Calibration and eval crops are held in memory together; more than this adds nothing to a gate.
-    check_range("--num-calib", num_calib, high=MAX_CROPS)
-    check_range("--num-eval", num_eval, high=MAX_CROPS)
+    check_range("--num-calib", num_calib, high=MAX_GATE_IMAGES)
+    check_range("--num-eval", num_eval, high=MAX_GATE_IMAGES)
     check_opset(opset)
     if not 1 <= batch_opt <= batch_max:
         raise GrmpError(f"need 1 <= --batch-opt <= --batch-max, got {batch_opt} and {batch_max}")

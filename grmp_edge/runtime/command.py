@@ -31,7 +31,7 @@ STOP_SIGNALS = ("SIGINT", "SIGTERM")
 
 
 def _check_options(*, threads, crops, stride, max_frames, duration, alpha, low, high, metrics_port, stdin_size,
-                   csi_width, csi_height, csi_fps, csi_flip) -> None:
+                   csi_width, csi_height, csi_fps, csi_flip, batch_window_ms) -> None:
     """One-line errors for out-of-range numeric options, before a model is loaded."""
     from grmp_edge.limits import check_memory, check_range
     from grmp_edge.runtime.sources import parse_size
@@ -45,6 +45,7 @@ def _check_options(*, threads, crops, stride, max_frames, duration, alpha, low, 
     check_range("--low", low, 0, 1)
     check_range("--high", high, 0, 1)
     check_range("--metrics-port", metrics_port, 0, 65535)
+    check_range("--batch-window-ms", batch_window_ms, 0, 1000)
     check_range("--csi-width", csi_width, 1, MAX_FRAME_SIDE)
     check_range("--csi-height", csi_height, 1, MAX_FRAME_SIDE)
     check_range("--csi-fps", csi_fps, 1, 1000)
@@ -112,7 +113,8 @@ def run(
         raise GrmpError("--report plots the run's saved frames: drop --no-save")
     _check_options(threads=threads, crops=crops, stride=stride, max_frames=max_frames, duration=duration,
                    alpha=alpha, low=low, high=high, metrics_port=metrics_port, stdin_size=stdin_size,
-                   csi_width=csi_width, csi_height=csi_height, csi_fps=csi_fps, csi_flip=csi_flip)
+                   csi_width=csi_width, csi_height=csi_height, csi_fps=csi_fps, csi_flip=csi_flip,
+                   batch_window_ms=batch_window_ms)
     check_outputs([("--jsonl", jsonl), ("--csv", csv_path), ("--save-video", save_video)], overwrite)
     if serve is not None:
         from grmp_edge.runtime.web import WebSink, parse_address

@@ -141,11 +141,7 @@ def backbone_defaults(backbone: str) -> dict:
     if backbone == "grmp-tiny":
         from grmp_edge.quickstart import PRESETS
 
-        args = PRESETS["full"].train_args()
-        for flag, value in zip(args[::2], args[1::2]):
-            key = flag.lstrip("-").replace("-", "_")
-            if key in defaults:
-                defaults[key] = type(defaults[key])(value)
+        defaults.update(PRESETS["full"].train_settings())
     return defaults
 
 
