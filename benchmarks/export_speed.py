@@ -111,9 +111,9 @@ def counted_flops(fn) -> float:
 
 def real_crops(spec, per_image: int) -> tuple[np.ndarray, list[str]]:
     """Native-resolution crops of the kodak24 and mcmaster photos (the centre crop first)."""
-    from grmp_edge.data.images import list_images, read_rgb
+    from grmp_edge.images import list_images, read_rgb
     from grmp_edge.data.pristine import shared_pristine
-    from grmp_edge.runtime.preprocess import native_crops, preprocess
+    from grmp_edge.preprocess import native_crops, preprocess
 
     crops, names = [], []
     for dataset in ("kodak24", "mcmaster"):
@@ -127,9 +127,9 @@ def real_crops(spec, per_image: int) -> tuple[np.ndarray, list[str]]:
 
 def calib_crops(spec, n: int) -> np.ndarray:
     """Centre crops of the first ``n`` cbsd68 photos (disjoint from the agreement images)."""
-    from grmp_edge.data.images import list_images, read_rgb
+    from grmp_edge.images import list_images, read_rgb
     from grmp_edge.data.pristine import shared_pristine
-    from grmp_edge.runtime.preprocess import preprocess
+    from grmp_edge.preprocess import preprocess
 
     return np.stack([preprocess(read_rgb(p), spec) for p in list_images(shared_pristine("cbsd68"))[:n]])
 
@@ -169,7 +169,7 @@ def main(args: argparse.Namespace) -> dict:
     from grmp_edge.export.int8 import quantize_int8_cpu
     from grmp_edge.export.onnx_export import export_onnx
     from grmp_edge.metrics import srcc
-    from grmp_edge.runtime.preprocess import normalize
+    from grmp_edge.preprocess import normalize
     from grmp_edge.train.model import build_model, model_spec
 
     torch.set_num_threads(args.threads)

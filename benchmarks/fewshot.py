@@ -150,7 +150,7 @@ def evenly_spaced(paths: list[Path], count: int) -> list[Path]:
 def build_corpora(s: Settings, workers: int, echo) -> dict:
     """Synthesize (or reuse) the source and target corpora; returns their manifests and photo lists."""
     from grmp_edge.data.distortions import DISTORTIONS
-    from grmp_edge.data.images import list_images
+    from grmp_edge.images import list_images
     from grmp_edge.data.manifest import load_manifest, write_manifest
     from grmp_edge.data.pristine import shared_pristine
     from grmp_edge.data.synth import synthesize
@@ -224,8 +224,8 @@ def mean_val_score(results: dict) -> float:
 def centre_crops(records: list) -> np.ndarray:
     """Every record's model input under grmp-tiny's spec (resize, centre crop), decoded once for all
     the scorers: the GRMP models' evaluation transform, and the runtime's."""
-    from grmp_edge.data.images import read_rgb
-    from grmp_edge.runtime.preprocess import preprocess
+    from grmp_edge.images import read_rgb
+    from grmp_edge.preprocess import preprocess
     from grmp_edge.train.bootstrap import BACKBONE
     from grmp_edge.train.model import model_spec
 
@@ -239,7 +239,7 @@ def hand_prompt_scores(crops: np.ndarray) -> np.ndarray:
     import open_clip
     import torch
 
-    from grmp_edge.runtime.preprocess import normalize
+    from grmp_edge.preprocess import normalize
     from grmp_edge.train.bootstrap import BACKBONE, ZERO_SHOT_PROMPTS
     from grmp_edge.train.model import create_backbone, model_spec
 
@@ -260,7 +260,7 @@ def checkpoint_scores(checkpoint: Path, crops: np.ndarray) -> np.ndarray:
     """GRMP quality in (0, 1) of uint8 model inputs ``(N, S, S, 3)`` under a checkpoint (eval mode)."""
     import torch
 
-    from grmp_edge.runtime.preprocess import normalize
+    from grmp_edge.preprocess import normalize
     from grmp_edge.train.model import load_checkpoint
 
     model = load_checkpoint(checkpoint).eval()

@@ -73,7 +73,7 @@ def heldout_corpus(workers: int) -> tuple[list, dict[str, Path], float]:
     making (or finding) it."""
     from grmp_edge.artifacts import cache_root
     from grmp_edge.data.distortions import DISTORTIONS
-    from grmp_edge.data.images import list_images
+    from grmp_edge.images import list_images
     from grmp_edge.data.manifest import load_manifest
     from grmp_edge.data.pristine import shared_pristine
     from grmp_edge.data.synth import MANIFEST_NAME, synthesize
@@ -221,7 +221,7 @@ def markdown(result: dict) -> str:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     from grmp_edge.artifacts import atomic_write_json, atomic_write_text
-    from grmp_edge.data.images import read_rgb
+    from grmp_edge.images import read_rgb
     from grmp_edge.errors import GrmpError
     from grmp_edge.report.machine import machine_context
     from grmp_edge.runs import runs_root

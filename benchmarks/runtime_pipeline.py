@@ -8,7 +8,7 @@
   not imported).
 * Model: ``--bundle`` or the newest ``runs/export/*``; without either, a stand-in bundle is exported
   from a randomly initialised ``grmp-tiny`` (the offline model's architecture, so the same cost per
-  frame as a trained one) with :func:`grmp_edge.export.command.export_bundle` into a temporary folder.
+  frame as a trained one) with :func:`grmp_edge.cli.export.export_bundle` into a temporary folder.
 * Inference-only fps: the backend alone on the video's preprocessed crops, batch 1, back to back.
   End-to-end fps: ``Pipeline`` on the video file (decode + RGB + preprocess on the capture thread,
   inference + smoothing + a JSON-lines sink on the other). For context, sequential fps (the same work
@@ -43,7 +43,7 @@ from grmp_edge.report.measure import latency_stats
 from grmp_edge.runtime.backends import open_backend, physical_cores
 from grmp_edge.runtime.bundle import MANIFEST_NAME, load_bundle
 from grmp_edge.runtime.pipeline import Pipeline, prepare_batch
-from grmp_edge.runtime.preprocess import preprocess
+from grmp_edge.preprocess import preprocess
 from grmp_edge.runtime.sinks import JsonlSink
 from grmp_edge.runtime.sources import bgr_to_rgb, parse_source
 from grmp_edge.runs import latest_run
@@ -70,7 +70,7 @@ def stand_in_bundle(folder: Path) -> Path:
     torch = require("torch", "train")
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    from grmp_edge.export.command import export_bundle
+    from grmp_edge.cli.export import export_bundle
     from grmp_edge.train.model import build_model, model_spec, save_checkpoint
 
     os.environ["GRMP_EDGE_RUNS"] = str(folder)

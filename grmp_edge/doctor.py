@@ -5,35 +5,14 @@ import importlib
 import os
 import platform
 import sys
-from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from grmp_edge.device import cpu_name, jetson_info
 from grmp_edge.errors import EXTRA_FOR_MODULE
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def jetson_info() -> str | None:
-    """Jetson model and L4T/JetPack release when running on one, else None."""
-    model_file = Path("/proc/device-tree/model")
-    release_file = Path("/etc/nv_tegra_release")
-    if not model_file.exists() and not release_file.exists():
-        return None
-    model = model_file.read_text(errors="ignore").strip("\x00 \n") if model_file.exists() else "Jetson"
-    release = release_file.read_text(errors="ignore").splitlines()[0] if release_file.exists() else ""
-    return f"{model} ({release.strip('# ')})" if release else model
 
 
 def _torch(mod) -> str:

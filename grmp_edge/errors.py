@@ -42,3 +42,8 @@ def require(module: str, extra: str | None = None) -> ModuleType:
         raise GrmpError(
             f"{top} is not installed ({exc}); install it with: pip install 'grmp-edge[{extra}]'"
         ) from None
+
+
+def opencv() -> ModuleType:
+    """OpenCV (``cv2``), or a GrmpError naming the ``runtime`` extra: decoding, resizing and capture use it."""
+    return require("cv2", "runtime")

@@ -31,6 +31,12 @@ INTERPOLATIONS = ("area", "bilinear", "bicubic")
 # Most crops one frame may be cut into: they go to the engine as one batch.
 MAX_CROPS = 1024
 
+# The exported graph's interface, shared by export, every backend and the Triton model config.
+INPUT_NAME = "image"    # uint8 RGB, (N, H, W, 3): normalisation is inside the graph
+OUTPUT_NAME = "score"   # float32 (N,): quality in [0, 1], higher is better
+# The precisions a bundle can hold graphs and plans in.
+PRECISIONS = ("fp32", "fp16", "int8")
+
 
 def _from_dict(cls, data: dict[str, Any]):
     """Build a dataclass from a dict, ignoring unknown keys and converting lists to tuples."""
@@ -51,7 +57,7 @@ class PreprocessSpec:
     ``crops`` is the model's default crop plan, what ``run``, ``bench`` and ``eval`` score a frame with
     unless ``--crops`` says otherwise: 1 = the resized centre crop above; N > 1 = N crops of ``size`` at
     the frame's native resolution spread over it
-    (:func:`~grmp_edge.runtime.preprocess.native_crops`), scored in one engine batch and averaged.
+    (:func:`~grmp_edge.preprocess.native_crops`), scored in one engine batch and averaged.
     Specs written before the plan existed read as 1.
     """
 
@@ -240,3 +246,8 @@ def read_json(path: str | Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise GrmpError(f"{what} {path} is not a JSON object")
     return data
+
+
+def sidecar_name(plan_name: str) -> str:
+    """The JSON sidecar beside a TensorRT plan: ``model_fp16.plan`` -> ``model_fp16.plan.json``."""
+    return f"{plan_name}.json"

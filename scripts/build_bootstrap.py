@@ -65,7 +65,7 @@ def chosen_types(text: str) -> list[str]:
 
 def eval_photos(folder: Path | None, count: int) -> list[Path]:
     """``count`` evenly spaced photos of ``folder`` (kodak24 from ../shared by default); [] if none."""
-    from grmp_edge.data.images import list_images
+    from grmp_edge.images import list_images
     from grmp_edge.data.pristine import shared_pristine
     from grmp_edge.errors import GrmpError
 

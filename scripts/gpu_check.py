@@ -225,7 +225,7 @@ def check_runtime(args, work: Path) -> dict:
 
     import onnxruntime as ort
 
-    from grmp_edge.export.command import build_plans_from_onnx, export_bundle
+    from grmp_edge.cli.export import build_plans_from_onnx, export_bundle
     from grmp_edge.runtime.backends import CPU_EP, CUDA_EP, open_backend
     from grmp_edge.runtime.bundle import load_bundle
     from grmp_edge.runtime.plan_compat import FLAVOURS, sm_name

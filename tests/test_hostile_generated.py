@@ -14,7 +14,7 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from grmp_edge.data.images import read_rgb  # noqa: E402
+from grmp_edge.images import read_rgb  # noqa: E402
 from grmp_edge.data.manifest import load_manifest  # noqa: E402
 from grmp_edge.errors import GrmpError  # noqa: E402
 

@@ -25,7 +25,7 @@ from PIL import Image
 from grmp_edge import limits
 from grmp_edge.artifacts import replace_folder
 from grmp_edge.cli import main
-from grmp_edge.data.images import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, read_rgb
+from grmp_edge.images import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, read_rgb
 
 GOOD = 24
 

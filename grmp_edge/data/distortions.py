@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from grmp_edge.errors import GrmpError, require
-from grmp_edge.runtime.preprocess import check_frame
+from grmp_edge.errors import GrmpError, opencv
+from grmp_edge.preprocess import check_frame
 
 LEVELS = 5
 
@@ -82,9 +82,6 @@ PARAMS: dict[str, tuple[float, ...]] = {
 }
 
 
-def _cv2():
-    return require("cv2", "runtime")
-
 
 def _to_float(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float32) / 255.0
@@ -100,18 +97,18 @@ def _scaled(size: float, img: np.ndarray) -> int:
 
 
 def _filter(rgb: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    cv2 = _cv2()
+    cv2 = opencv()
     kernel = (kernel / kernel.sum()).astype(np.float32)
     return _to_uint8(cv2.filter2D(_to_float(rgb), -1, kernel, borderType=cv2.BORDER_REFLECT))
 
 
 def _lab(rgb: np.ndarray) -> np.ndarray:
-    cv2 = _cv2()
+    cv2 = opencv()
     return cv2.cvtColor(_to_float(rgb), cv2.COLOR_RGB2Lab)
 
 
 def _from_lab(lab: np.ndarray) -> np.ndarray:
-    cv2 = _cv2()
+    cv2 = opencv()
     return _to_uint8(cv2.cvtColor(lab.astype(np.float32), cv2.COLOR_Lab2RGB))
 
 
@@ -123,7 +120,7 @@ def _gaussian_noise(x: np.ndarray, variance: float, rng: np.random.Generator) ->
 
 def gaussian_blur(rgb, sigma, rng):
     """Gaussian low-pass filter; ``sigma`` in pixels."""
-    cv2 = _cv2()
+    cv2 = opencv()
     return cv2.GaussianBlur(rgb, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
 
 
@@ -136,7 +133,7 @@ def lens_blur(rgb, radius, rng):
 
 def motion_blur(rgb, length, rng):
     """Linear motion: a line kernel of ``length`` pixels at a random angle."""
-    cv2 = _cv2()
+    cv2 = opencv()
     half = int(np.ceil(length / 2))
     angle = rng.uniform(0.0, np.pi)
     dx, dy = np.cos(angle) * length / 2, np.sin(angle) * length / 2
@@ -153,7 +150,7 @@ def motion_blur(rgb, length, rng):
 
 def color_diffusion(rgb, sigma, rng):
     """Colour bleeding: Gaussian blur (``sigma`` px) of the a* and b* channels of CIELAB."""
-    cv2 = _cv2()
+    cv2 = opencv()
     lab = _lab(rgb)
     for c in (1, 2):
         lab[..., c] = cv2.GaussianBlur(lab[..., c], (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
@@ -162,7 +159,7 @@ def color_diffusion(rgb, sigma, rng):
 
 def color_shift(rgb, shift, rng):
     """Channel misregistration: the green channel shifted ``shift`` pixels in a random direction."""
-    cv2 = _cv2()
+    cv2 = opencv()
     angle = rng.uniform(0.0, 2 * np.pi)
     m = np.float32([[1, 0, shift * np.cos(angle)], [0, 1, shift * np.sin(angle)]])
     out = rgb.copy()
@@ -182,7 +179,7 @@ def color_quantization(rgb, colors, rng):
 
 def color_saturation_1(rgb, factor, rng):
     """Desaturation in HSV: saturation multiplied by ``factor`` (0 = grey)."""
-    cv2 = _cv2()
+    cv2 = opencv()
     hsv = cv2.cvtColor(_to_float(rgb), cv2.COLOR_RGB2HSV)
     hsv[..., 1] *= factor
     return _to_uint8(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
@@ -215,7 +212,7 @@ def _jp2_encoder() -> str:
     if features.check("jpg_2000"):
         return "pil"
     try:
-        cv2 = _cv2()
+        cv2 = opencv()
         ok, _ = cv2.imencode(".jp2", np.zeros((16, 16, 3), np.uint8))
         if ok:
             return "cv2"
@@ -278,7 +275,7 @@ def jpeg2000(rgb, ratio, rng):
         return _pil_roundtrip(rgb, "JPEG2000", quality_mode="rates", quality_layers=[float(ratio)],
                               irreversible=True)
     if encoder == "cv2":
-        cv2 = _cv2()
+        cv2 = opencv()
         rate = max(1, int(round(1000.0 / ratio)))
         ok, buf = cv2.imencode(".jp2", rgb[..., ::-1], [cv2.IMWRITE_JPEG2000_COMPRESSION_X1000, rate])
         return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
@@ -299,7 +296,7 @@ def white_noise(rgb, variance, rng):
 
 def white_noise_color(rgb, variance, rng):
     """Additive Gaussian noise of ``variance`` in each YCbCr channel (visible as colour speckle)."""
-    cv2 = _cv2()
+    cv2 = opencv()
     ycc = cv2.cvtColor(_to_float(rgb), cv2.COLOR_RGB2YCrCb)
     return _to_uint8(cv2.cvtColor(_gaussian_noise(ycc, variance, rng), cv2.COLOR_YCrCb2RGB))
 
@@ -321,7 +318,7 @@ def multiplicative_noise(rgb, variance, rng):
 
 def denoise(rgb, variance, rng):
     """Gaussian noise of ``variance`` then non-local-means denoising tuned to it (residual noise + smearing)."""
-    cv2 = _cv2()
+    cv2 = opencv()
     noisy = _to_uint8(_gaussian_noise(_to_float(rgb), variance, rng))
     h = float(np.sqrt(variance) * 255.0)
     return cv2.fastNlMeansDenoisingColored(noisy, None, h, h, 7, 21)
@@ -366,7 +363,7 @@ def contrast_change(rgb, factor, rng):
 
 def jitter(rgb, amount, rng):
     """Pixel scattering: every pixel fetched from a random offset of up to ``amount`` px."""
-    cv2 = _cv2()
+    cv2 = opencv()
     h, w = rgb.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     dx = rng.uniform(-amount, amount, size=(h, w)).astype(np.float32)
@@ -414,7 +411,7 @@ def color_block(rgb, coverage, rng):
 
 def pixelate(rgb, block, rng):
     """Mosaic: area-average into ``block`` x ``block`` pixel cells, then nearest-neighbour upscale."""
-    cv2 = _cv2()
+    cv2 = opencv()
     h, w = rgb.shape[:2]
     small = cv2.resize(rgb, (max(1, round(w / block)), max(1, round(h / block))), interpolation=cv2.INTER_AREA)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
@@ -448,7 +445,7 @@ def quantization(rgb, levels, rng):
 
 def high_sharpen(rgb, amount, rng):
     """Over-sharpening: unsharp masking of CIELAB lightness with gain ``amount`` (sigma 1.5 px)."""
-    cv2 = _cv2()
+    cv2 = opencv()
     lab = _lab(rgb)
     lum = lab[..., 0]
     lab[..., 0] = lum + amount * (lum - cv2.GaussianBlur(lum, (0, 0), 1.5, borderType=cv2.BORDER_REFLECT))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from grmp_edge.errors import GrmpError, require
+from grmp_edge.errors import GrmpError, opencv
 
 _K1, _K2, _L = 0.01, 0.03, 255.0
 _C1, _C2 = (_K1 * _L) ** 2, (_K2 * _L) ** 2
@@ -27,9 +27,6 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 GMSD_C = 170.0
 GMSD_SCALE = 0.35  # GMSD of a very poor image; 1 - GMSD / GMSD_SCALE maps it onto ~[0, 1]
 
-
-def _cv2():
-    return require("cv2", "runtime")
 
 
 def _check_pair(ref: np.ndarray, dist: np.ndarray) -> None:
@@ -48,7 +45,7 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
 
 
 def _blur(x: np.ndarray) -> np.ndarray:
-    cv2 = _cv2()
+    cv2 = opencv()
     return cv2.GaussianBlur(x, (_WIN, _WIN), _SIGMA, borderType=cv2.BORDER_REFLECT)
 
 
@@ -105,7 +102,7 @@ def ms_ssim(ref: np.ndarray, dist: np.ndarray) -> float:
 
 def gmsd(ref: np.ndarray, dist: np.ndarray) -> float:
     """Gradient magnitude similarity deviation on luminance: 0 for identical images, higher = worse."""
-    cv2 = _cv2()
+    cv2 = opencv()
     ref, dist = np.asarray(ref), np.asarray(dist)
     _check_pair(ref, dist)
     prewitt_x = np.array([[1, 0, -1], [1, 0, -1], [1, 0, -1]], dtype=np.float64) / 3.0

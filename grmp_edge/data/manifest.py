@@ -150,7 +150,7 @@ def _check_image(image: Path, check_images: bool) -> str | None:
     if not image.is_file():
         return f"image not found: {image}"
     if check_images:
-        from grmp_edge.data.images import read_rgb
+        from grmp_edge.images import read_rgb
 
         try:
             read_rgb(image)

@@ -28,7 +28,7 @@ import numpy as np
 
 from grmp_edge.data.distortions import DISTORTIONS, LEVELS, apply
 from grmp_edge.data.fr_quality import pseudo_mos
-from grmp_edge.data.images import list_images, read_rgb, write_rgb
+from grmp_edge.images import list_images, read_rgb, write_rgb
 from grmp_edge.data.manifest import Record, write_manifest
 from grmp_edge.errors import GrmpError
 from grmp_edge.spec import PreprocessSpec
@@ -115,7 +115,7 @@ def _decodes(path: Path, shape: tuple[int, ...] | None = None) -> np.ndarray | N
 
 def _prepare_reference(source: Path, target: Path, size: int) -> None:
     """Write the resized reference unless a decodable one of the right size is already there."""
-    from grmp_edge.runtime.preprocess import resize, resized_shape
+    from grmp_edge.preprocess import resize, resized_shape
 
     rgb = read_rgb(source)
     spec = PreprocessSpec(size=size, resize=size, resize_mode="shortest", interpolation="area")

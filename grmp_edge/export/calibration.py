@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from grmp_edge.data.images import list_images, read_rgb
+from grmp_edge.images import list_images, read_rgb
 from grmp_edge.errors import GrmpError
-from grmp_edge.runtime.preprocess import native_crops, preprocess
+from grmp_edge.preprocess import native_crops, preprocess
 from grmp_edge.spec import PreprocessSpec, read_json
 
 # Where a training run records the manifests it used: ``config.json`` (the training plan: ``data`` is

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from grmp_edge.errors import GrmpError, require
-from grmp_edge.export.onnx_export import EMBEDDING_NAME, SCORE_NAME
-from grmp_edge.spec import ModelSpec
+from grmp_edge.export.onnx_export import EMBEDDING_NAME
+from grmp_edge.spec import ModelSpec, OUTPUT_NAME
 
 torch = require("torch", "train")
 
@@ -57,7 +57,7 @@ class FoldedQualityModel(torch.nn.Module):
     @property
     def output_names(self) -> list[str]:
         """Graph output names, in order."""
-        return [SCORE_NAME, EMBEDDING_NAME] if self.with_embedding else [SCORE_NAME]
+        return [OUTPUT_NAME, EMBEDDING_NAME] if self.with_embedding else [OUTPUT_NAME]
 
     def expected_op_counts(self) -> dict[str, int]:
         """ONNX node counts a faithful export must show: one LayerNormalization per LayerNorm module
@@ -66,7 +66,7 @@ class FoldedQualityModel(torch.nn.Module):
         return {"LayerNormalization": layer_norms, "Softmax": len(self.visual.transformer.resblocks)}
 
     def forward(self, image):
-        # Same arithmetic, in the same order, as grmp_edge.runtime.preprocess.normalize.
+        # Same arithmetic, in the same order, as grmp_edge.preprocess.normalize.
         x = image.to(torch.float32) / 255.0
         x = ((x - self.mean) / self.std).permute(0, 3, 1, 2)
         features = self._grmp.encode_image(x, prompts=self.prompts, plain_attention=True)

@@ -8,11 +8,13 @@ accuracy, not only in agreement. Results are plain dicts (they go into the bundl
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from grmp_edge import metrics
+from grmp_edge.preprocess import check_image_batch
 from grmp_edge.errors import GrmpError
 
 # Minimum SRCC against the FP32 graph, per precision.
@@ -52,12 +54,8 @@ def run_onnx(
     input_name = session.get_inputs()[0].name
     scores = []
     for batch in batches:
-        batch = np.asarray(batch)
-        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
-            raise GrmpError(
-                f"expected uint8 (N, H, W, 3) batches, got {batch.dtype} {tuple(batch.shape)}"
-            )
-        scores.append(session.run([output], {input_name: np.ascontiguousarray(batch)})[0].reshape(-1))
+        batch = check_image_batch(np.asarray(batch), what=Path(path).name)
+        scores.append(session.run([output], {input_name: batch})[0].reshape(-1))
     if not scores:
         raise GrmpError("no images to run the graph on")
     return np.concatenate(scores).astype(np.float32)

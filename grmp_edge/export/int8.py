@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from grmp_edge.artifacts import atomic_write
+from grmp_edge.preprocess import check_image_batch
 from grmp_edge.errors import GrmpError, require
 from grmp_edge.export.fp16 import score_head_nodes
 from grmp_edge.export.gates import GATE_DEFAULTS, GateFailed, agreement_gate, onnx_session, run_onnx
@@ -49,10 +50,7 @@ _TENSORRT_QDQ_OPTIONS = {
 def _check_batches(batches: Iterable[np.ndarray], what: str) -> list[np.ndarray]:
     out = []
     for batch in batches:
-        batch = np.ascontiguousarray(batch)
-        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
-            raise GrmpError(f"{what} batches must be uint8 (N, H, W, 3), got {batch.dtype} {tuple(batch.shape)}")
-        out.append(batch)
+        out.append(check_image_batch(np.asarray(batch), what=f"{what} data"))
     if not out:
         raise GrmpError(f"no {what} images")
     return out

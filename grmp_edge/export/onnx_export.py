@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from grmp_edge.artifacts import atomic_write
+from grmp_edge.preprocess import check_image_batch
 from grmp_edge.errors import GrmpError, require
+from grmp_edge.spec import INPUT_NAME
 from grmp_edge.export.gates import run_onnx
 
 DEFAULT_OPSET = 17
@@ -29,8 +31,6 @@ LAYERNORM_OPSET = 17  # first opset with LayerNormalization; below it LayerNorm 
 PARITY_TOLERANCE = 1e-4
 MIN_PARITY_IMAGES = 64
 
-INPUT_NAME = "image"
-SCORE_NAME = "score"
 EMBEDDING_NAME = "embedding"
 METADATA_MODEL_SPEC = "grmp_edge.model_spec"
 METADATA_PREPROCESS = "grmp_edge.preprocess"
@@ -182,9 +182,7 @@ def parity_gate(folded, onnx_path: str | Path, images: np.ndarray, tolerance: fl
     that report when ``max_abs > tolerance``. ``onnx_scores``: ONNX Runtime's scores of ``images`` when
     the caller already has them (the file is not run again).
     """
-    if images.ndim != 4 or images.dtype != np.uint8 or images.shape[1:] != (folded.image_size, folded.image_size, 3):
-        raise GrmpError(f"parity images must be (N, {folded.image_size}, {folded.image_size}, 3) uint8, "
-                        f"got {images.shape} {images.dtype}")
+    check_image_batch(images, folded.image_size, what="the parity gate")
     if len(images) < MIN_PARITY_IMAGES:
         raise GrmpError(f"the parity gate needs >= {MIN_PARITY_IMAGES} real images, got {len(images)}")
     reference = folded.scores(images, batch=batch)

@@ -26,20 +26,18 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
-import subprocess
 import time
 from pathlib import Path
 from typing import Sequence
 
 from grmp_edge.artifacts import atomic_write, atomic_write_bytes, atomic_write_json, cache_root, sha256_file
+from grmp_edge.device import jetpack_version
 from grmp_edge.errors import GrmpError
 from grmp_edge.export import trt_layers
 from grmp_edge.runtime.plan_compat import Flavour, flavour, parse_compute_capability, sm_name
 from grmp_edge.runtime.tensorrt_backend import import_tensorrt, make_logger
-from grmp_edge.spec import read_json
+from grmp_edge.spec import INPUT_NAME, PRECISIONS, read_json, sidecar_name
 
-PRECISIONS = ("fp32", "fp16", "int8")
-INPUT_NAME = "image"
 REBUILD_HINT = "rebuild it on this device with `grmp-edge export --engine`"
 # Ampere, Ada and Blackwell consumer GPUs: the RTX targets a plan covers unless --sm says otherwise.
 DEFAULT_RTX_TARGETS = ("8.6", "8.9", "12.0")
@@ -52,7 +50,7 @@ DEFAULT_RTX_TARGETS = ("8.6", "8.9", "12.0")
 def sidecar_path(plan_path: str | os.PathLike) -> Path:
     """The sidecar JSON next to a plan: ``model_fp16.plan`` -> ``model_fp16.plan.json``."""
     plan_path = Path(plan_path)
-    return plan_path.with_name(plan_path.name + ".json")
+    return plan_path.with_name(sidecar_name(plan_path.name))
 
 
 def batch_profile(batch: Sequence[int]) -> dict:
@@ -64,32 +62,6 @@ def batch_profile(batch: Sequence[int]) -> dict:
     if not 1 <= low <= opt <= high:
         raise GrmpError(f"batch profile must satisfy 1 <= min <= opt <= max, got {low}, {opt}, {high}")
     return {"min": low, "opt": opt, "max": high}
-
-
-def parse_tegra_release(text: str) -> str | None:
-    """The L4T release named in ``/etc/nv_tegra_release``.
-
-    ``"# R36 (release), REVISION: 3.0, ..."`` -> ``"L4T R36.3.0"``; None when the text has no release.
-    """
-    match = re.search(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
-    return f"L4T R{match.group(1)}.{match.group(2)}" if match else None
-
-
-def jetpack_version(tegra_release: str | os.PathLike = "/etc/nv_tegra_release") -> str | None:
-    """JetPack version from dpkg (``nvidia-jetpack``), else the L4T release; None off Jetson."""
-    try:
-        result = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"],
-            capture_output=True, text=True, timeout=10, check=False,
-        )
-        if result.returncode == 0 and result.stdout.strip():
-            return f"JetPack {result.stdout.strip()}"
-    except (OSError, subprocess.SubprocessError):
-        pass  # no dpkg: not a Debian-based Jetson image; fall back to the release file
-    try:
-        return parse_tegra_release(Path(tegra_release).read_text(errors="replace"))
-    except OSError:
-        return None
 
 
 def load_sidecar(plan_path: str | os.PathLike) -> dict:

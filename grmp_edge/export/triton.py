@@ -26,9 +26,8 @@ from typing import Optional
 
 from grmp_edge.artifacts import atomic_write, atomic_write_text
 from grmp_edge.errors import GrmpError
-from grmp_edge.runtime.backends import INPUT_NAME, OUTPUT_NAME
 from grmp_edge.runtime.bundle import LoadedBundle, auto_precisions
-from grmp_edge.spec import BundleFile
+from grmp_edge.spec import BundleFile, INPUT_NAME, OUTPUT_NAME
 
 MODEL_NAME = "grmp_iqa"
 DEVICES = {"cpu": ("onnxruntime-cpu", "KIND_CPU"), "gpu": ("onnxruntime-cuda", "KIND_GPU")}

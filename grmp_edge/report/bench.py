@@ -22,12 +22,13 @@ import numpy as np
 
 from grmp_edge import metrics
 from grmp_edge.artifacts import atomic_write_json
-from grmp_edge.data.images import read_rgb
+from grmp_edge.images import read_rgb
 from grmp_edge.data.manifest import load_manifest
 from grmp_edge.errors import GrmpError
 from grmp_edge.report.machine import machine_context, matmul_peak_gflops
 from grmp_edge.runs import slug
-from grmp_edge.runtime.backends import BACKEND_OF_PROVIDER, physical_cores
+from grmp_edge.device import physical_cores
+from grmp_edge.runtime.backends import BACKEND_OF_PROVIDER
 from grmp_edge.runtime.pipeline import prepare_batch
 from grmp_edge.spec import PreprocessSpec
 

@@ -16,7 +16,7 @@ def graph_cost(onnx_path: str | Path) -> dict[str, float]:
     the GEMM peak it is divided by.
     """
     onnx = require("onnx", "export")
-    from onnx import numpy_helper, shape_inference
+    from onnx import shape_inference
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     params = 0

@@ -4,12 +4,11 @@ from __future__ import annotations
 import importlib
 import os
 import platform
-import subprocess
 import time
 
 import numpy as np
 
-from grmp_edge.doctor import cpu_name, jetson_info
+from grmp_edge.device import cpu_name, gpu_info, jetson_info, jetson_power
 
 
 def _version(module: str) -> str | None:
@@ -17,38 +16,6 @@ def _version(module: str) -> str | None:
         return str(importlib.import_module(module).__version__)
     except Exception:
         return None
-
-
-def _run(cmd: list[str]) -> str | None:
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def gpu_info() -> dict[str, str] | None:
-    """GPU name and driver from nvidia-smi (None without an NVIDIA GPU)."""
-    out = _run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])
-    if not out:
-        return None
-    name, _, driver = out.splitlines()[0].partition(",")
-    return {"name": name.strip(), "driver": driver.strip()}
-
-
-def jetson_power() -> dict[str, str | None] | None:
-    """Jetson power mode (nvpmodel) and whether jetson_clocks locked the clocks; None elsewhere."""
-    if jetson_info() is None:
-        return None
-    mode = _run(["nvpmodel", "-q"])
-    clocks = _run(["jetson_clocks", "--show"])
-    locked = None
-    if clocks is not None:
-        # jetson_clocks pins MinFreq to MaxFreq on every CPU when it is active.
-        lines = [l for l in clocks.splitlines() if "MinFreq" in l and "MaxFreq" in l]
-        locked = str(bool(lines) and all(l.split("MinFreq=")[1].split()[0] == l.split("MaxFreq=")[1].split()[0]
-                                         for l in lines))
-    return {"power_mode": mode.splitlines()[0] if mode else None, "clocks_locked": locked}
 
 
 def matmul_peak_gflops(n: int = 1024, repeats: int = 5) -> dict[str, float | str]:

@@ -28,16 +28,16 @@ from typing import Sequence
 import numpy as np
 
 from grmp_edge.artifacts import cache_root
+from grmp_edge.device import physical_cores
+from grmp_edge.preprocess import check_image_batch
 from grmp_edge.errors import GrmpError, require
 from grmp_edge.runtime.bundle import PRECISIONS, LoadedBundle, auto_precisions
 from grmp_edge.runtime.plan_compat import FLAVOURS
-from grmp_edge.spec import BundleFile
+from grmp_edge.spec import BundleFile, INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "tensorrt", "tensorrt-rtx", "onnxruntime")
-INPUT_NAME = "image"
-OUTPUT_NAME = "score"
 
 TRT_EP = "TensorrtExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
@@ -77,42 +77,6 @@ class Backend(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def check_batch(batch: np.ndarray, size: int, max_batch: int | None = None) -> np.ndarray:
-    """The batch as a C-contiguous array, or a one-line GrmpError unless it is uint8 ``(N, size, size, 3)``
-    with ``1 <= N <= max_batch``."""
-    shape = getattr(batch, "shape", None)
-    dtype = getattr(batch, "dtype", type(batch).__name__)
-    if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.dtype != np.uint8 \
-            or batch.shape[1:] != (size, size, 3) or batch.shape[0] < 1:
-        raise GrmpError(
-            f"the model takes a uint8 RGB batch of shape (N, {size}, {size}, 3); got shape {shape} dtype {dtype}"
-        )
-    if max_batch is not None and batch.shape[0] > max_batch:
-        raise GrmpError(f"batch of {batch.shape[0]} exceeds this engine's maximum batch {max_batch}")
-    return np.ascontiguousarray(batch)
-
-
-def physical_cores() -> int:
-    """Physical CPU cores this process may use (SMT siblings counted once); ONNX Runtime's default
-    of one thread per logical core oversubscribes SMT machines."""
-    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return logical
-    cores = set()
-    physical = None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "physical id":
-            physical = value.strip()
-        elif key == "core id":
-            cores.add((physical, value.strip()))
-    # Arm kernels (Jetson) print no core ids; their cores have no SMT siblings.
-    return max(1, min(len(cores) or logical, logical))
 
 
 def _trt_cache_dir(file: BundleFile) -> Path:
@@ -181,7 +145,7 @@ class OnnxRuntimeBackend(Backend):
             )
 
     def infer(self, batch_uint8_nhwc: np.ndarray) -> np.ndarray:
-        batch = check_batch(batch_uint8_nhwc, self._size, self.max_batch)
+        batch = check_image_batch(batch_uint8_nhwc, self._size, self.max_batch)
         score = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
         return np.asarray(score, dtype=np.float32).reshape(len(batch))
 

@@ -32,10 +32,9 @@ from typing import Any
 from grmp_edge.artifacts import sha256_file
 from grmp_edge.errors import GrmpError
 from grmp_edge.runs import latest_run
-from grmp_edge.spec import BundleFile, BundleManifest, PreprocessSpec, read_json
+from grmp_edge.spec import BundleFile, BundleManifest, PRECISIONS, PreprocessSpec, read_json, sidecar_name
 
 MANIFEST_NAME = "manifest.json"
-PRECISIONS = ("fp32", "fp16", "int8")
 FILE_FORMATS = ("onnx", "plan", "json")
 # A model input side beyond this is a corrupt or hostile manifest, not a model (ViTs use 224-448).
 MAX_INPUT_SIZE = 4096
@@ -138,7 +137,7 @@ class LoadedBundle:
     def sidecar(self, plan: BundleFile) -> dict[str, Any]:
         """The JSON sidecar of a plan (``info.sidecar``, else ``<plan>.json``), hash-checked when the
         manifest lists it too."""
-        name = plan.info.get("sidecar") or f"{plan.path}.json"
+        name = plan.info.get("sidecar") or sidecar_name(plan.path)
         listed = next((f for f in self.manifest.files if f.path == name), None)
         path = self.verify(listed) if listed else self._inside(name)
         return read_json(path, f"sidecar of {plan.path}")

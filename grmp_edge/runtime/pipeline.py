@@ -36,7 +36,7 @@ import numpy as np
 
 from grmp_edge.errors import GrmpError
 from grmp_edge.runtime.postprocess import DEGRADED, RECOVERED, PostProcessor
-from grmp_edge.runtime.preprocess import native_crops, preprocess
+from grmp_edge.preprocess import native_crops, preprocess
 from grmp_edge.runtime.sinks import LATENCY_STAGES, Sink
 from grmp_edge.runtime.sources import Frame, FrameSource, SourceEvent
 from grmp_edge.spec import PreprocessSpec

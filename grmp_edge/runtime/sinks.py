@@ -33,7 +33,7 @@ from typing import Optional, TextIO
 
 import numpy as np
 
-from grmp_edge.errors import GrmpError, require
+from grmp_edge.errors import GrmpError, opencv
 from grmp_edge.runtime.postprocess import DEGRADED, RECOVERED
 from grmp_edge.runtime.sources import Frame, FrameSource
 
@@ -42,9 +42,6 @@ CSV_COLUMNS = ("frame", "ts", "score", "smoothed", "event",
                *(f"{stage}_ms" for stage in LATENCY_STAGES), "path")
 VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v"}
 
-
-def _cv2():
-    return require("cv2", "runtime")
 
 
 class Sink:
@@ -130,7 +127,7 @@ def _fmt(value: Optional[float]) -> str:
 
 def overlay_bgr(frame: Frame, record: dict, degraded: bool) -> np.ndarray:
     """A BGR copy of the frame with the score, smoothed score and alarm state drawn on a top banner."""
-    cv2 = _cv2()
+    cv2 = opencv()
     bgr = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
     width = bgr.shape[1]
     scale = max(0.4, width / 1600.0)
@@ -172,7 +169,7 @@ class VideoSink(Sink):
         self._degraded = False
 
     def _open(self, width: int, height: int, fps: float) -> None:
-        cv2 = _cv2()
+        cv2 = opencv()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)
         os.close(fd)
@@ -190,7 +187,7 @@ class VideoSink(Sink):
         if self._writer is None:
             self._open(bgr.shape[1], bgr.shape[0], self.fps or source.fps or 25.0)
         if (bgr.shape[1], bgr.shape[0]) != self._size:
-            bgr = _cv2().resize(bgr, self._size, interpolation=_cv2().INTER_AREA)
+            bgr = opencv().resize(bgr, self._size, interpolation=opencv().INTER_AREA)
         self._writer.write(bgr)
 
     def close(self) -> None:
@@ -217,7 +214,7 @@ class DisplaySink(Sink):
         if not screen_available():
             raise GrmpError("--display needs a screen, and no DISPLAY or WAYLAND_DISPLAY is set "
                             "(over ssh use `ssh -X`, or record with --save-video FILE instead)")
-        cv2 = _cv2()
+        cv2 = opencv()
         try:
             cv2.namedWindow(self.WINDOW, cv2.WINDOW_NORMAL)
         except cv2.error:
@@ -228,7 +225,7 @@ class DisplaySink(Sink):
         self._stop = False
 
     def write(self, record: dict, frame: Frame, source: FrameSource) -> None:
-        cv2 = _cv2()
+        cv2 = opencv()
         self._degraded = _alarm_state(self._degraded, record)
         cv2.imshow(self.WINDOW, overlay_bgr(frame, record, self._degraded))
         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
@@ -238,7 +235,7 @@ class DisplaySink(Sink):
         return self._stop
 
     def close(self) -> None:
-        _cv2().destroyWindow(self.WINDOW)
+        opencv().destroyWindow(self.WINDOW)
 
 
 def serve_http(server_class, host: str, port: int, handler, what: str):

@@ -38,8 +38,8 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from grmp_edge.data.images import IMAGE_SUFFIXES, list_images, read_rgb
-from grmp_edge.errors import GrmpError, require
+from grmp_edge.images import IMAGE_SUFFIXES, list_images, read_rgb
+from grmp_edge.errors import GrmpError, opencv
 
 GRAMMAR = ("csi://N, v4l2:///dev/videoN (or --camera N), rtsp://..., file://PATH, a video file, "
            "an image file, folder or glob, or - for raw RGB24 frames on stdin (with --stdin-size WxH)")
@@ -51,9 +51,6 @@ MAX_CONSECUTIVE_READ_FAILURES = 16
 # and a camera that loses power sends no goodbye.
 STREAM_TIMEOUT_MS = 5000
 
-
-def _cv2():
-    return require("cv2", "runtime")
 
 
 @dataclass
@@ -158,7 +155,7 @@ def bgr_to_rgb(image: Optional[np.ndarray]) -> Optional[np.ndarray]:
     """An OpenCV frame (BGR, BGRA or grey) as contiguous RGB uint8, or None when it is not an image."""
     if image is None or not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.size == 0:
         return None
-    cv2 = _cv2()
+    cv2 = opencv()
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     if image.ndim != 3:
@@ -184,14 +181,14 @@ class VideoFileSource(FrameSource):
         self.realtime, self.loop = realtime, loop
 
     def _open(self):
-        cap = _cv2().VideoCapture(str(self.path))
+        cap = opencv().VideoCapture(str(self.path))
         if not cap.isOpened():
             cap.release()
             raise GrmpError(f"cannot open video {self.path}: OpenCV cannot decode it (not a video, or codec missing)")
         return cap
 
     def frames(self) -> Iterator[Frame]:
-        cv2 = _cv2()
+        cv2 = opencv()
         cap = self._open()
         self.fps = cap.get(cv2.CAP_PROP_FPS) or None
         period = self.stride / (self.fps or 25.0)  # between delivered frames, with realtime
@@ -371,7 +368,7 @@ class LiveSource(FrameSource):
                 raise GrmpError(message)
             self._emit("lost", f"{message}; retrying with backoff")
         else:
-            self.fps = cap.get(_cv2().CAP_PROP_FPS) or None
+            self.fps = cap.get(opencv().CAP_PROP_FPS) or None
         self._thread = threading.Thread(target=self._capture, args=(cap,), name=f"capture {self.name}", daemon=True)
         self._thread.start()
         try:
@@ -439,7 +436,7 @@ class LiveSource(FrameSource):
                     self.stats.gap_seconds += gap_s
                     self._emit("back", f"{self.name} is back after {gap_s:.2f} s", gap_s=gap_s)
                     lost_at, delay = None, self.backoff_min
-                    self.fps = self.fps or cap.get(_cv2().CAP_PROP_FPS) or None
+                    self.fps = self.fps or cap.get(opencv().CAP_PROP_FPS) or None
                 if index % self.stride == 0:
                     rgb = bgr_to_rgb(bgr)
                     if rgb is None:
@@ -464,7 +461,7 @@ class LiveSource(FrameSource):
 def _opencv_errors_only():
     """Silence OpenCV's own warnings (one per failed open) while a camera is (re)opened: our one-line
     error or the lost/back events say it better, and a reopen loop would print them every attempt."""
-    log = getattr(getattr(_cv2(), "utils", None), "logging", None)
+    log = getattr(getattr(opencv(), "utils", None), "logging", None)
     if log is None:
         yield
         return
@@ -478,7 +475,7 @@ def _opencv_errors_only():
 
 def opencv_has_gstreamer() -> bool:
     """Whether the installed OpenCV was built with the GStreamer video backend."""
-    info = _cv2().getBuildInformation()
+    info = opencv().getBuildInformation()
     return bool(re.search(r"^\s*GStreamer:\s*YES", info, re.MULTILINE))
 
 
@@ -505,7 +502,7 @@ def _capture_factory(target, api_name: str, timeouts: bool = False) -> Callable[
     """A callable opening ``cv2.VideoCapture(target, cv2.<api_name>)`` (looked up at call time);
     ``timeouts`` bounds opening and each read by :data:`STREAM_TIMEOUT_MS` where OpenCV supports it."""
     def open_capture():
-        cv2 = _cv2()
+        cv2 = opencv()
         props = ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC") if timeouts else ()
         params = [p for name in props if hasattr(cv2, name) for p in (getattr(cv2, name), STREAM_TIMEOUT_MS)]
         if params:

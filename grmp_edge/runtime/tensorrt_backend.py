@@ -36,11 +36,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from grmp_edge.artifacts import atomic_write_bytes, cache_root
+from grmp_edge.device import gpu_facts, import_cudart
 from grmp_edge.errors import GrmpError, require
-from grmp_edge.runtime.backends import INPUT_NAME, OUTPUT_NAME, Backend, check_batch
+from grmp_edge.preprocess import check_image_batch
+from grmp_edge.runtime.backends import Backend
 from grmp_edge.runtime.bundle import LoadedBundle
 from grmp_edge.runtime.plan_compat import check_plan_compatible, flavour, rebuild_command, sm_name
-from grmp_edge.spec import BundleFile
+from grmp_edge.spec import BundleFile, INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +119,6 @@ class HostDeviceBuffer:
 
 
 # ---------------------------------------------------------------- CUDA memory: cuda-python / pycuda
-
-
-def _import_cudart():
-    """cuda-python's runtime module under its 12.6+ name, else its older one; None if absent."""
-    for name in ("cuda.bindings.runtime", "cuda.cudart"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    return None
 
 
 class CudaPythonMemory:
@@ -256,7 +248,7 @@ class PyCudaMemory:
 
 def open_cuda_memory(device: int = 0):
     """CUDA memory through cuda-python, else pycuda; GrmpError naming the extra if neither imports."""
-    cudart = _import_cudart()
+    cudart = import_cudart()
     if cudart is not None:
         return CudaPythonMemory(cudart, device)
     try:
@@ -265,33 +257,6 @@ def open_cuda_memory(device: int = 0):
         raise GrmpError("the TensorRT backend needs cuda-python (or pycuda); install it with: "
                         "pip install 'grmp-edge[tensorrt]'") from None
     return PyCudaMemory(driver, device)
-
-
-def gpu_facts(device: int = 0) -> tuple[dict[str, str] | None, str]:
-    """(``{"gpu_name", "compute_capability"}``, "") of a visible CUDA GPU, else (None, why not).
-    Never raises."""
-    cudart = _import_cudart()
-    try:
-        if cudart is not None:
-            err, count = cudart.cudaGetDeviceCount()
-            if err != cudart.cudaError_t.cudaSuccess or count <= device:
-                return None, f"no CUDA GPU is visible ({getattr(err, 'name', err)})"
-            err, props = cudart.cudaGetDeviceProperties(device)
-            if err != cudart.cudaError_t.cudaSuccess:
-                return None, f"the GPU cannot be queried ({getattr(err, 'name', err)})"
-            name = props.name.split(b"\0", 1)[0].decode() if isinstance(props.name, bytes) else str(props.name)
-            return {"gpu_name": name, "compute_capability": f"{props.major}.{props.minor}"}, ""
-        driver = importlib.import_module("pycuda.driver")
-        driver.init()
-        if driver.Device.count() <= device:
-            return None, "no CUDA GPU is visible"
-        dev = driver.Device(device)
-        major, minor = dev.compute_capability()
-        return {"gpu_name": dev.name(), "compute_capability": f"{major}.{minor}"}, ""
-    except ImportError:
-        return None, "neither cuda-python nor pycuda is installed (pip install 'grmp-edge[tensorrt]')"
-    except Exception as exc:  # a driver-less machine raises driver-specific errors
-        return None, f"no usable CUDA GPU ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
 
 
 def import_tensorrt(flavour_name: str = "tensorrt"):
@@ -468,7 +433,7 @@ class TensorRTBackend(Backend):
         self._capacity = 0
 
     def infer(self, batch_uint8_nhwc: np.ndarray) -> np.ndarray:
-        batch = check_batch(batch_uint8_nhwc, self._size, self.max_batch)
+        batch = check_image_batch(batch_uint8_nhwc, self._size, self.max_batch)
         n = len(batch)
         if n < self._min_batch:
             raise GrmpError(f"batch of {n} is below this engine's minimum batch {self._min_batch}")

@@ -13,7 +13,9 @@ from typing import Optional
 import numpy as np
 
 from grmp_edge.errors import GrmpError, require
-from grmp_edge.runtime.backends import INPUT_NAME, OUTPUT_NAME, Backend, check_batch
+from grmp_edge.spec import INPUT_NAME, OUTPUT_NAME
+from grmp_edge.preprocess import check_image_batch
+from grmp_edge.runtime.backends import Backend
 
 DEFAULT_GRPC_PORT = 8001
 # Long enough for a first request that makes the server build or load an engine, short enough
@@ -82,7 +84,7 @@ class TritonBackend(Backend):
                             f"preprocessing makes [{self._size}, {self._size}, 3]; serve this bundle's repository")
 
     def infer(self, batch_uint8_nhwc: np.ndarray) -> np.ndarray:
-        batch = check_batch(batch_uint8_nhwc, self._size, self.max_batch)
+        batch = check_image_batch(batch_uint8_nhwc, self._size, self.max_batch)
         image = self._grpc.InferInput(INPUT_NAME, list(batch.shape), "UINT8")
         image.set_data_from_numpy(batch)
         try:

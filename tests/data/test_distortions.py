@@ -7,10 +7,10 @@ import pytest
 from grmp_edge.data import distortions
 from grmp_edge.data.distortions import DISTORTIONS, LEVELS, PARAMS, apply
 from grmp_edge.data.fr_quality import gmsd, ms_ssim, pseudo_mos, ssim
-from grmp_edge.data.images import read_rgb
+from grmp_edge.images import read_rgb
 from grmp_edge.data.pristine import bundled_photos
 from grmp_edge.errors import GrmpError
-from grmp_edge.runtime.preprocess import resize
+from grmp_edge.preprocess import resize
 from grmp_edge.spec import PreprocessSpec
 
 # Three varied natural photos: a portrait, a still life with saturated colour, a furry animal.

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from grmp_edge.cli import main
-from grmp_edge.data.images import write_rgb
+from grmp_edge.images import write_rgb
 from grmp_edge.data.manifest import (
     UNGROUPED,
     ManifestError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import pytest
 
-from grmp_edge.data.images import read_rgb
+from grmp_edge.images import read_rgb
 from grmp_edge.data.pristine import bundled_photos, sample_video
 from grmp_edge.errors import GrmpError
 

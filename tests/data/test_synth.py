@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from grmp_edge.data.distortions import DISTORTIONS
-from grmp_edge.data.images import read_rgb, write_rgb
+from grmp_edge.images import read_rgb, write_rgb
 from grmp_edge.data.manifest import load_manifest
 from grmp_edge.data.pristine import BUNDLED_PHOTOS, bundled_photos, shared_pristine
 from grmp_edge.data.synth import collect_sources, image_ids, level_strengths, synthesize
@@ -130,7 +130,7 @@ def test_synth_command_prints_the_manifest_and_counts(sources, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from grmp_edge.data.synth_command import synth_command
+    from grmp_edge.cli.synth import synth_command
 
     app = typer.Typer()
     app.command("synth")(synth_command)

@@ -59,7 +59,7 @@ def structured_images(n: int = N_IMAGES, size: int = SIZE, seed: int = 0) -> tup
 
 def _photo_sources() -> list[np.ndarray]:
     try:
-        from grmp_edge.data.images import read_rgb
+        from grmp_edge.images import read_rgb
         from grmp_edge.data.pristine import bundled_photos
     except ImportError:
         return []

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from grmp_edge.data.images import write_rgb
+from grmp_edge.images import write_rgb
 from grmp_edge.data.manifest import Record, write_manifest
 from grmp_edge.errors import GrmpError
 from grmp_edge.export.calibration import load_calibration, training_manifest

@@ -14,7 +14,7 @@ from grmp_edge.cli import main  # noqa: E402
 from grmp_edge.data.manifest import Record, write_manifest  # noqa: E402
 from grmp_edge.data.pristine import bundled_photos  # noqa: E402
 from grmp_edge.export import gates  # noqa: E402
-from grmp_edge.export.command import EXPORT_FORMATS, formats_table  # noqa: E402
+from grmp_edge.cli.export import EXPORT_FORMATS, formats_table  # noqa: E402
 from grmp_edge.runtime.bundle import load_bundle  # noqa: E402
 from grmp_edge.train.model import build_model, model_spec, save_checkpoint  # noqa: E402
 

@@ -11,7 +11,7 @@ pytest.importorskip("open_clip")
 
 from grmp_edge.errors import GrmpError  # noqa: E402
 from grmp_edge.export.fold import fold_prompts  # noqa: E402
-from grmp_edge.runtime.preprocess import normalize  # noqa: E402
+from grmp_edge.preprocess import normalize  # noqa: E402
 
 
 @pytest.fixture(scope="module")

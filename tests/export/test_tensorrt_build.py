@@ -5,12 +5,12 @@ import json
 
 import pytest
 
+from grmp_edge.device import parse_tegra_release
 from grmp_edge.errors import GrmpError
 from grmp_edge.export.tensorrt_build import (
     batch_profile,
     default_timing_cache,
     load_sidecar,
-    parse_tegra_release,
     sidecar_path,
 )
 

@@ -72,8 +72,8 @@ def test_bench_writes_report_table_and_plot(tmp_path, tmp_runs, labelled, capsys
 
 def test_scores_match_the_graph(tmp_path, tmp_runs, labelled, capsys):
     from grmp_edge.data.manifest import load_manifest
-    from grmp_edge.data.images import read_rgb
-    from grmp_edge.runtime.preprocess import preprocess
+    from grmp_edge.images import read_rgb
+    from grmp_edge.preprocess import preprocess
 
     bundle = make_bundle(tmp_path / "bundle")
     _run(["bench", "--bundle", str(bundle), "--data", str(labelled), "--iters", "3", "--warmup", "1",
@@ -151,9 +151,9 @@ def test_run_report_writes_the_timeline(tmp_path, tmp_runs, capsys):
 
 
 def test_bench_scores_with_the_bundles_crop_plan_and_times_a_frame_at_both(tmp_path, tmp_runs, labelled, capsys):
-    from grmp_edge.data.images import read_rgb
+    from grmp_edge.images import read_rgb
     from grmp_edge.data.manifest import load_manifest
-    from grmp_edge.runtime.preprocess import native_crops
+    from grmp_edge.preprocess import native_crops
 
     bundle = make_bundle(tmp_path / "bundle", files=[f for f in STANDARD_FILES if f[0] == "model_fp32.onnx"], crops=3)
     spec = BundleManifest.load(bundle / "manifest.json").preprocess

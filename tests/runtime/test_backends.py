@@ -12,7 +12,9 @@ import pytest
 
 from grmp_edge.errors import GrmpError
 from grmp_edge.runtime import tensorrt_backend
-from grmp_edge.runtime.backends import check_batch, open_backend, physical_cores
+from grmp_edge.device import physical_cores
+from grmp_edge.preprocess import check_image_batch
+from grmp_edge.runtime.backends import open_backend
 from grmp_edge.runtime.bundle import load_bundle
 
 
@@ -134,9 +136,9 @@ def test_wrong_input_is_one_line_error(bundle, bad, match):
 
 def test_check_batch_bounds_and_contiguity():
     strided = np.zeros((4, SIZE, SIZE * 2, 3), np.uint8)[:, :, ::2]
-    assert check_batch(strided, SIZE).flags.c_contiguous
+    assert check_image_batch(strided, SIZE).flags.c_contiguous
     with pytest.raises(GrmpError, match="exceeds this engine's maximum batch 2"):
-        check_batch(np.zeros((3, SIZE, SIZE, 3), np.uint8), SIZE, max_batch=2)
+        check_image_batch(np.zeros((3, SIZE, SIZE, 3), np.uint8), SIZE, max_batch=2)
 
 
 def test_graph_that_is_not_a_bundle_graph_is_refused(tmp_path):

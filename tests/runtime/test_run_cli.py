@@ -46,7 +46,7 @@ def test_int8_precision_crops_and_stride(bundle, video, tmp_runs, capsys):
 def test_crops_default_to_the_bundles_plan_and_the_option_overrides_it(bundle_factory, tmp_path, tmp_runs, capsys):
     from PIL import Image
 
-    from grmp_edge.runtime.preprocess import native_crops, preprocess
+    from grmp_edge.preprocess import native_crops, preprocess
     from grmp_edge.spec import BundleManifest
 
     bundle = bundle_factory(tmp_path / "planned", crops=4)

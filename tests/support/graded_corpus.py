@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from grmp_edge.data.images import write_rgb
+from grmp_edge.images import write_rgb
 from grmp_edge.data.manifest import Record, write_manifest
 
 

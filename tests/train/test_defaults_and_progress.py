@@ -5,7 +5,7 @@ import time
 
 from grmp_edge.quickstart import PRESETS
 from grmp_edge.train import protocol
-from grmp_edge.train.command import PAPER_DEFAULTS, backbone_defaults
+from grmp_edge.cli.train import PAPER_DEFAULTS, backbone_defaults
 
 
 def test_grmp_tiny_defaults_are_the_quickstarts_and_other_backbones_get_the_papers():

@@ -131,9 +131,9 @@ def test_quick_trial_mode_is_flagged(corpora):
 def test_dataset_transforms_match_the_shared_preprocessing(corpora):
     import numpy as np
 
-    from grmp_edge.data.images import read_rgb
+    from grmp_edge.images import read_rgb
     from grmp_edge.data.manifest import load_manifest
-    from grmp_edge.runtime.preprocess import normalize, preprocess, resize
+    from grmp_edge.preprocess import normalize, preprocess, resize
     from grmp_edge.spec import PreprocessSpec
     from grmp_edge.train.datasets import QualityDataset, ResizedImageCache
 
@@ -170,9 +170,9 @@ def test_dataset_transforms_match_the_shared_preprocessing(corpora):
 def test_evaluation_with_a_crop_plan_scores_the_runtimes_crops_averaged(corpora):
     import numpy as np
 
-    from grmp_edge.data.images import read_rgb
+    from grmp_edge.images import read_rgb
     from grmp_edge.data.manifest import load_manifest
-    from grmp_edge.runtime.preprocess import native_crops, normalize
+    from grmp_edge.preprocess import native_crops, normalize
     from grmp_edge.spec import PreprocessSpec
     from grmp_edge.train.datasets import QualityDataset, predict_quality
 

@@ -41,7 +41,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Optional
 
-from grmp_edge.errors import GrmpError, require
+from grmp_edge.errors import GrmpError, opencv
 from grmp_edge.runtime.sinks import MetricsSink, Sink, _alarm_state, overlay_bgr, serve_http
 from grmp_edge.runtime.sources import Frame, FrameSource
 
@@ -64,7 +64,7 @@ def parse_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]
 
 def encode_jpeg(frame: Frame, record: dict, degraded: bool, max_width: int = 960, quality: int = 80) -> bytes:
     """The frame with the run's score overlay as JPEG bytes, downscaled first when wider than ``max_width``."""
-    cv2 = require("cv2", "runtime")
+    cv2 = opencv()
     rgb = frame.rgb
     if rgb.shape[1] > max_width:
         height = max(1, round(rgb.shape[0] * max_width / rgb.shape[1]))

@@ -12,13 +12,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from grmp_edge.data.images import read_rgb  # noqa: E402
+from grmp_edge.images import read_rgb  # noqa: E402
 from grmp_edge.data.manifest import Record  # noqa: E402
 from grmp_edge.data.pristine import bundled_photos  # noqa: E402
 from grmp_edge.export.fold import fold_prompts  # noqa: E402
 from grmp_edge.export.gates import run_onnx  # noqa: E402
 from grmp_edge.export.onnx_export import export_onnx  # noqa: E402
-from grmp_edge.runtime.preprocess import preprocess  # noqa: E402
+from grmp_edge.preprocess import preprocess  # noqa: E402
 from grmp_edge.spec import PreprocessSpec  # noqa: E402
 from grmp_edge.train.datasets import QualityDataset  # noqa: E402
 from grmp_edge.train.model import build_model, model_spec  # noqa: E402

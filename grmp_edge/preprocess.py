@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from grmp_edge.errors import GrmpError, require
+from grmp_edge.errors import GrmpError, opencv
 from grmp_edge.spec import PreprocessSpec
 
 
-def _cv2():
-    return require("cv2", "runtime")
-
 
 def _interp(spec: PreprocessSpec, shrinking: bool) -> int:
-    cv2 = _cv2()
+    cv2 = opencv()
     if spec.interpolation == "area":
         # INTER_AREA antialiases when shrinking; it degenerates to bilinear when enlarging.
         return cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
@@ -45,7 +42,7 @@ def resize(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     model sees exactly what it was trained on.
     """
     check_frame(rgb)
-    cv2 = _cv2()
+    cv2 = opencv()
     h, w = rgb.shape[:2]
     nh, nw = resized_shape(h, w, spec)
     if (nh, nw) == (h, w):
@@ -113,3 +110,22 @@ def check_frame(rgb: np.ndarray) -> None:
         shape = getattr(rgb, "shape", None)
         dtype = getattr(rgb, "dtype", type(rgb).__name__)
         raise GrmpError(f"expected an (H, W, 3) uint8 RGB image, got shape {shape} dtype {dtype}")
+
+
+def check_image_batch(batch: np.ndarray, size: int | None = None, max_batch: int | None = None,
+                      what: str = "the model") -> np.ndarray:
+    """The batch as a C-contiguous array, or a one-line GrmpError unless it is uint8 RGB
+    ``(N, size, size, 3)`` (any height and width when ``size`` is None) with ``1 <= N <= max_batch``.
+
+    The one check of the graph's input layout: backends run it on every call, export on its
+    calibration and gate batches."""
+    shape = getattr(batch, "shape", None)
+    dtype = getattr(batch, "dtype", type(batch).__name__)
+    hw = (size, size) if size is not None else None
+    if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.dtype != np.uint8 or batch.shape[-1] != 3 \
+            or (hw is not None and batch.shape[1:3] != hw) or batch.shape[0] < 1:
+        expected = f"(N, {size}, {size}, 3)" if size is not None else "(N, H, W, 3)"
+        raise GrmpError(f"{what} takes a uint8 RGB batch of shape {expected}; got shape {shape} dtype {dtype}")
+    if max_batch is not None and batch.shape[0] > max_batch:
+        raise GrmpError(f"batch of {batch.shape[0]} exceeds this engine's maximum batch {max_batch}")
+    return np.ascontiguousarray(batch)

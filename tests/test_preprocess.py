@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from grmp_edge.errors import GrmpError
-from grmp_edge.runtime.preprocess import (
+from grmp_edge.preprocess import (
     center_crop,
     native_crops,
     normalize,

@@ -1,6 +1,6 @@
-"""The ``grmp-edge`` command line: a thin typer app that parses and calls.
+"""The ``grmp-edge`` typer app: assembles the command groups and maps errors and signals to exit statuses.
 
-Each command's options live beside the code they drive (``<area>/command.py``); this module only
+Each command group's options live in its own module of this package; this module only
 assembles them and turns a :class:`~grmp_edge.errors.GrmpError` into one line and a non-zero exit.
 
 Command modules import their heavy dependencies inside the command body, so ``--help`` is instant
@@ -22,16 +22,16 @@ from typing import Optional
 import typer
 
 from grmp_edge import __version__
-from grmp_edge.data.command import data_app
+from grmp_edge.cli.data import data_app
 from grmp_edge.doctor import doctor
 from grmp_edge.errors import GrmpError
-from grmp_edge.export.command import export
+from grmp_edge.cli.export import export
 from grmp_edge.quickstart import quickstart
-from grmp_edge.report.command import bench
+from grmp_edge.cli.bench import bench
 from grmp_edge.limits import check_memory, check_range
 from grmp_edge.runs import record_invocation
-from grmp_edge.runtime.command import run
-from grmp_edge.train.command import evaluate, train
+from grmp_edge.cli.run import run
+from grmp_edge.cli.train import evaluate, train
 
 app = typer.Typer(
     name="grmp-edge",
@@ -62,12 +62,12 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     max_image_pixels: Optional[int] = typer.Option(
         None, "--max-image-pixels", metavar="N",
-        help="Refuse image files over N pixels (width x height) before decoding them [default: 64000000, "
-             "or $GRMP_EDGE_MAX_IMAGE_PIXELS]. Applies to every command that reads images."),
+        help="Refuse image files over N pixels (width x height) before decoding them (default 64000000, "
+             "or $GRMP_EDGE_MAX_IMAGE_PIXELS). Applies to every command that reads images."),
 ) -> None:
     """grmp-edge: few-shot CLIP image quality assessment for edge devices."""
     if max_image_pixels is not None:
-        from grmp_edge.data.images import MAX_PIXELS_ENV
+        from grmp_edge.images import MAX_PIXELS_ENV
 
         check_range("--max-image-pixels", max_image_pixels, 1)
         # 16-bit colour is decoded at 6 bytes a pixel, then converted: one image must fit.
@@ -118,6 +118,3 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, handler)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from grmp_edge.data.synth_command import synth_command
+from grmp_edge.cli.synth import synth_command
 
 data_app = typer.Typer(help="Build and check datasets: synth, import, validate.", no_args_is_help=True)
 data_app.command("synth")(synth_command)
