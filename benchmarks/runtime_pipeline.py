@@ -39,7 +39,7 @@ import numpy as np
 from grmp_edge.artifacts import atomic_write_json
 from grmp_edge.errors import GrmpError, require
 from grmp_edge.report.machine import machine_context
-from grmp_edge.report.measure import latency_stats
+from grmp_edge.timing import latency_stats
 from grmp_edge.runtime.backends import open_backend, physical_cores
 from grmp_edge.runtime.bundle import MANIFEST_NAME, load_bundle
 from grmp_edge.runtime.pipeline import Pipeline, prepare_batch

@@ -13,7 +13,7 @@ What it checks (each part is independent; a failure is recorded and the next par
 * ``latency``: the quality model as it runs in PyTorch on the GPU, batch 1, 8 and 32: eager
   ``GRMPModel.quality`` (FP32), the folded image tower (uint8 frames in, as exported) in FP32 and
   under FP16 autocast; CUDA-event timing summarised as ``grmp-edge bench`` does
-  (:func:`grmp_edge.report.measure.latency_stats`), plus the FP16 scores' SRCC and largest
+  (:func:`grmp_edge.timing.latency_stats`), plus the FP16 scores' SRCC and largest
   difference against FP32 on the same inputs. These are the PyTorch baselines a TensorRT engine has
   to beat on the same card.
 * ``runtime``: the exported bundle (same backbone, random weights, FP32 + FP16 graphs) as
@@ -140,7 +140,7 @@ def check_latency(args) -> dict:
     from scipy.stats import spearmanr
 
     from grmp_edge.export.fold import fold_prompts
-    from grmp_edge.report.measure import latency_stats
+    from grmp_edge.timing import latency_stats
     from grmp_edge.train.model import build_model, model_spec
 
     torch.backends.cuda.matmul.allow_tf32 = False  # FP32 means FP32
@@ -191,7 +191,7 @@ def _agreement(ref: np.ndarray, got: np.ndarray) -> dict:
 
 def _serve(open_fn, frames: np.ndarray, reference: np.ndarray, batches: list[int], reps: int) -> dict:
     """Open a backend, score ``frames`` and time ``infer`` per batch size; never raises."""
-    from grmp_edge.report.measure import latency_stats
+    from grmp_edge.timing import latency_stats
 
     try:
         start = time.perf_counter()

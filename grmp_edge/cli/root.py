@@ -23,7 +23,7 @@ import typer
 
 from grmp_edge import __version__
 from grmp_edge.cli.data import data_app
-from grmp_edge.doctor import doctor
+from grmp_edge.cli.doctor import doctor
 from grmp_edge.errors import GrmpError
 from grmp_edge.cli.export import export
 from grmp_edge.quickstart import quickstart

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from grmp_edge.timing import latency_stats
 from grmp_edge.artifacts import atomic_write_json
 from grmp_edge.runtime.pipeline import prepare_batch
 from grmp_edge.spec import PreprocessSpec
@@ -32,14 +33,6 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def latency_stats(samples_ms: list[float]) -> dict[str, float]:
-    """Median, percentiles and spread of a list of timings in milliseconds."""
-    a = np.asarray(samples_ms, dtype=np.float64)
-    p10, p25, p50, p75, p90, p99 = np.percentile(a, [10, 25, 50, 75, 90, 99])
-    return {"p50": p50, "p90": p90, "p99": p99, "p10": p10, "iqr": p75 - p25,
-            "mean": float(a.mean()), "std": float(a.std()), "n": int(a.size)}
 
 
 def _open_pytorch(v: dict) -> tuple[Infer, Callable[[], float | None]]:
