@@ -42,7 +42,7 @@ from grmp_edge.artifacts import atomic_write_json, atomic_write_text
 from grmp_edge.errors import require
 from grmp_edge.data.pristine import SAMPLE_VIDEOS, sample_video
 from grmp_edge.report.machine import machine_context
-from grmp_edge.runtime.backends import physical_cores
+from grmp_edge.device import physical_cores
 from grmp_edge.runtime.bundle import load_bundle
 
 MODES = ("batched", "separate")

@@ -41,7 +41,7 @@ from pathlib import Path
 from grmp_edge.artifacts import atomic_write_json
 from grmp_edge.data.pristine import sample_video
 from grmp_edge.report.machine import machine_context
-from grmp_edge.runtime.backends import physical_cores
+from grmp_edge.device import physical_cores
 
 CONDITIONS = ("plain", "serve, no viewer", "serve, 1 viewer")
 SUMMARY = re.compile(r"(\d+) frames in ([\d.]+) s \(([\d.]+) fps\)")

@@ -3,7 +3,8 @@
 Stdout carries only the JSON lines (one per frame, see :mod:`grmp_edge.runtime.sinks`), so it can
 be piped; the chosen backend, source events and the final summary go to stderr. Every run also
 writes ``runs/run/<name>/frames.jsonl`` and ``summary.json`` (unless ``--no-save``) for
-``grmp-edge bench --report`` to find later.
+``grmp-edge bench --report`` to find later. The work is :func:`grmp_edge.runtime.session.run`'s;
+this module parses the options, prints, maps the outcome to the exit status and draws ``--report``.
 """
 from __future__ import annotations
 
@@ -14,53 +15,31 @@ from typing import List, Optional
 import typer
 
 from grmp_edge.runtime.postprocess import DEFAULT_ALPHA, DEFAULT_HIGH, DEFAULT_LOW
-from grmp_edge.spec import MAX_CROPS
+from grmp_edge.runtime.sources import GRAMMAR
 
-SOURCE_HELP = ("What to score: csi://N (Jetson CSI camera), v4l2:///dev/videoN, rtsp://URL, file://PATH or a "
-               "video path, an image file, folder or glob ('frames/*.jpg'), or - for raw RGB24 frames on stdin "
-               "(ffmpeg -f rawvideo -pix_fmt rgb24 -) with --stdin-size.")
+SOURCE_HELP = f"What to score: {GRAMMAR}"
 
 
 def _log(line: str) -> None:
     typer.echo(f"grmp-edge run: {line}", err=True)
 
 
-# Ranges of the numeric options (inclusive); memory-heavy ones are also checked against this machine.
-MAX_FRAME_SIDE = 16384
-STOP_SIGNALS = ("SIGINT", "SIGTERM")
+def _finish(result, report: bool) -> None:
+    """Exit 128 + N after signal N (drained and summarised, but not the stop that was asked for);
+    else plot the run's score timeline and print its summary when ``--report`` asks."""
+    stopped_by = result.summary.stopped_by.signal
+    if stopped_by is not None:
+        raise typer.Exit(128 + stopped_by)
+    if not report or result.run_dir is None:
+        return
+    from grmp_edge.report.plots import run_report
 
-
-def _check_options(*, threads, crops, stride, max_frames, duration, alpha, low, high, metrics_port, stdin_size,
-                   csi_width, csi_height, csi_fps, csi_flip, batch_window_ms) -> None:
-    """One-line errors for out-of-range numeric options, before a model is loaded."""
-    from grmp_edge.limits import check_memory, check_range
-    from grmp_edge.runtime.sources import parse_size
-
-    check_range("--threads", threads, 1, 1024)
-    check_range("--crops", crops, 1, MAX_CROPS)
-    check_range("--stride", stride, 1)
-    check_range("--max-frames", max_frames, 1)
-    check_range("--duration", duration, 1e-3)
-    check_range("--alpha", alpha, 1e-6, 1)
-    check_range("--low", low, 0, 1)
-    check_range("--high", high, 0, 1)
-    check_range("--metrics-port", metrics_port, 0, 65535)
-    check_range("--batch-window-ms", batch_window_ms, 0, 1000)
-    check_range("--csi-width", csi_width, 1, MAX_FRAME_SIDE)
-    check_range("--csi-height", csi_height, 1, MAX_FRAME_SIDE)
-    check_range("--csi-fps", csi_fps, 1, 1000)
-    check_range("--csi-flip", csi_flip, 0, 7)
-    if stdin_size is not None:
-        width, height = parse_size(stdin_size)
-        check_range("--stdin-size width", width, 1, MAX_FRAME_SIDE)
-        check_range("--stdin-size height", height, 1, MAX_FRAME_SIDE)
-        # A frame is read into one buffer and a few wait in the queues.
-        check_memory("--stdin-size", 4, width * height * 3, f"{width}x{height} frame buffers")
+    _log(run_report(result.run_dir).line(result.run_dir / "score_timeline.png"))
 
 
 def run(
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle folder (or its manifest.json). Default: the newest runs/export/*."),
-    source: Optional[List[str]] = typer.Option(None, "--source", "-s", help=SOURCE_HELP + " Repeat it to score several sources with one engine (batched); each record then carries a 'source' field."),
+    source: Optional[List[str]] = typer.Option(None, "--source", "-s", help=SOURCE_HELP + ". Repeat it to score several sources with one engine (batched); each record then carries a 'source' field."),
     sources_file: Optional[Path] = typer.Option(None, "--sources-file", help="A text file of sources, one per line (# comments), scored like repeated --source."),
     batch_window_ms: Optional[float] = typer.Option(None, "--batch-window-ms", help="With several sources: how long a frame waits for the other sources' frames to share its engine call. Default 5."),
     camera: Optional[int] = typer.Option(None, "--camera", help="USB camera number: shorthand for --source v4l2:///dev/videoN."),
@@ -95,137 +74,24 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite", help="Let --jsonl, --csv and --save-video replace existing files (refused otherwise)."),
 ) -> None:
     """Score live frames from a camera, stream, video, image folder or stdin; JSON lines on stdout."""
-    import sys
-
-    from grmp_edge.artifacts import atomic_write_json, check_outputs
-    from grmp_edge.limits import check_memory, image_bytes_per_input
     from grmp_edge.errors import GrmpError
-    from grmp_edge.runs import command_line, new_run_dir, slug
-    from grmp_edge.runtime.backends import open_backend
-    from grmp_edge.runtime.bundle import load_bundle
-    from grmp_edge.runtime.pipeline import Pipeline
-    from grmp_edge.runtime.postprocess import PostProcessor
-    from grmp_edge.runtime.sinks import CsvSink, DisplaySink, JsonlSink, MetricsSink, VideoSink
-    from grmp_edge.runtime.sources import parse_source, read_sources_file
+    from grmp_edge.runtime import session
 
-    # Cheap checks first, so that a typo fails before a model is loaded.
     if report and not save:
         raise GrmpError("--report plots the run's saved frames: drop --no-save")
-    _check_options(threads=threads, crops=crops, stride=stride, max_frames=max_frames, duration=duration,
-                   alpha=alpha, low=low, high=high, metrics_port=metrics_port, stdin_size=stdin_size,
-                   csi_width=csi_width, csi_height=csi_height, csi_fps=csi_fps, csi_flip=csi_flip,
-                   batch_window_ms=batch_window_ms)
-    check_outputs([("--jsonl", jsonl), ("--csv", csv_path), ("--save-video", save_video)], overwrite)
-    if serve is not None:
-        from grmp_edge.runtime.web import WebSink, parse_address
-
-        serve_host, serve_port = parse_address(serve)
-    if realtime is None:  # a person watching a video file wants it at its own pace, not as fast as it scores
-        realtime = serve is not None
-    texts = [*(source or ()), *(read_sources_file(sources_file) if sources_file is not None else ())]
-    several = len(texts) > 1
-    if several and (save_video is not None or display):
-        raise GrmpError("--save-video and --display show one source; with several use --jsonl, --csv or --metrics-port")
-    # With several sources a camera that is not up yet is retried, so that it cannot stop the others.
-    frames = [parse_source(text, camera, stride=stride, stdin_size=stdin_size, csi_width=csi_width,
-                           csi_height=csi_height, csi_fps=csi_fps, csi_flip=csi_flip, retry_first_open=several,
-                           realtime=realtime, loop=loop)
-              for text in texts or [None]]
-    post = PostProcessor(alpha, low, high)
-    loaded = load_bundle(bundle)
-    crops, crops_from = loaded.preprocess.crop_plan(crops)
-    # One frame's crops are a single engine batch: refuse a count this machine cannot hold.
-    check_memory("--crops", crops, image_bytes_per_input(loaded.manifest.model), "one frame's crops")
-    if backend.startswith("triton://"):
-        from grmp_edge.runtime.triton_backend import open_triton
-
-        engine = open_triton(backend, loaded.preprocess.size)
-    else:
-        engine = open_backend(loaded, backend=backend, precision=precision, threads=threads)
+    options = session.RunOptions(
+        sources=source or (), sources_file=sources_file, camera=camera, bundle=bundle, backend=backend,
+        precision=precision, threads=threads, crops=crops, max_frames=max_frames, duration=duration,
+        batch_window_ms=batch_window_ms, alpha=alpha, low=low, high=high,
+        capture=session.CaptureOptions(stride=stride, stdin_size=stdin_size, csi_width=csi_width,
+                                       csi_height=csi_height, csi_fps=csi_fps, csi_flip=csi_flip,
+                                       realtime=realtime, loop=loop),
+        outputs=session.Outputs(stdout=not quiet, jsonl=jsonl, csv=csv_path, video=save_video, display=display,
+                                metrics_port=metrics_port, metrics_host=metrics_host, serve=serve, save=save,
+                                name=name, overwrite=overwrite),
+    )
     try:
-        _log(f"bundle {loaded.folder}")
-        _log(f"backend {engine.describe()} [{engine.reason}]")
-        _log(f"crops {crops} per frame ({crops_from})")
-        # A frame's crops are one engine call: say so now, not at the first frame.
-        max_batch = getattr(engine, "max_batch", None)
-        if max_batch is not None and crops > max_batch:
-            raise GrmpError(f"{crops} crops per frame ({crops_from}) exceed the engine's maximum batch {max_batch}; "
-                            f"pass --crops {max_batch} or rebuild the plan with --batch-max {crops}")
-        for each in frames:
-            _log(f"source {each.name}")
-        sinks = []
-        try:
-            if not quiet:
-                sinks.append(JsonlSink(sys.stdout))
-            if jsonl is not None:
-                sinks.append(JsonlSink(jsonl))
-            if csv_path is not None:
-                sinks.append(CsvSink(csv_path, source_column=several))
-            if save_video is not None:
-                sinks.append(VideoSink(save_video))
-            if display:
-                sinks.append(DisplaySink())
-            if metrics_port is not None:
-                metrics = MetricsSink(metrics_port, metrics_host)
-                sinks.append(metrics)
-                _log(f"metrics at {metrics.url}")
-            if serve is not None:
-                if metrics_port is None:  # /metrics on the page's port rather than a port of its own
-                    metrics = MetricsSink(None)
-                    sinks.append(metrics)
-                web = WebSink(serve_port, serve_host, metrics=metrics, low=low, high=high,
-                              title=f"grmp-edge live: {loaded.folder.name}, {engine.name} {engine.precision}")
-                sinks.append(web)
-                _log(f"live page at {web.url}")
-                if not web.loopback:
-                    _log(f"warning: {serve_host} is reachable from other machines and the page has no login; "
-                         "anyone who can reach this address can watch the cameras")
-            run_dir = new_run_dir("run", slug(name) if name else None) if save else None
-            if run_dir is not None:
-                sinks.append(JsonlSink(run_dir / "frames.jsonl"))
-                _log(f"writing {run_dir / 'frames.jsonl'}")
-            window = {} if batch_window_ms is None else {"batch_window": batch_window_ms / 1e3}
-            pipeline = Pipeline(frames, engine, loaded.preprocess, sinks, crops=crops, postprocessor=post,
-                                max_frames=max_frames, duration=duration, log=_log, **window)
-        except BaseException:
-            for sink in sinks:
-                sink.close()
-            raise
-        try:
-            summary = pipeline.run()
-        except KeyboardInterrupt:  # a second signal gave up draining: no summary to write
-            raise typer.Exit(128 + signal.SIGINT) from None
-        _log(summary.line())
-        for part in summary.sources:
-            _log(f"  {part.source}: {part.line()}")
-        if run_dir is not None:
-            atomic_write_json(run_dir / "summary.json", {
-                "command": command_line(),
-                "bundle": str(loaded.folder),
-                "backend": engine.name,
-                "precision": engine.precision,
-                "backend_detail": engine.describe(),
-                "crops": crops,
-                "crops_from": crops_from,
-                "stride": stride,
-                "alpha": alpha,
-                "low": low,
-                "high": high,
-                **summary.to_dict(),
-            })
-    finally:
-        engine.close()
-    if summary.sources and all(part.stopped_by.startswith("failed") for part in summary.sources):
-        raise GrmpError("every source failed (see the lines above)")
-    if summary.stopped_by in STOP_SIGNALS:  # drained and summarised, but not the stop that was asked for
-        raise typer.Exit(128 + signal.Signals[summary.stopped_by])
-    if summary.frames == 0:
-        raise GrmpError(f"no frame was scored ({summary.corrupt} corrupt, {summary.drops} dropped): "
-                        "the source gave nothing usable")
-    if report and run_dir is not None:
-        from grmp_edge.report.plots import score_timeline
-
-        stats = score_timeline(run_dir / "frames.jsonl", run_dir / "score_timeline.png")
-        atomic_write_json(run_dir / "report.json", stats)
-        _log(f"report: {run_dir / 'score_timeline.png'} ({stats['frames']} frames over {stats['duration_s']:.1f} s, "
-             f"mean score {stats['mean_score']:.3f}, min {stats['min_score']:.3f}, {stats['events']} events)")
+        result = session.run(options, log=_log)
+    except KeyboardInterrupt:  # a second signal gave up draining: no summary to write
+        raise typer.Exit(128 + signal.SIGINT) from None
+    _finish(result, report)

@@ -1,1 +1,1 @@
-"""Edge runtime: sources, preprocessing, backends, pipeline, sinks. numpy + cv2 + (TensorRT | ONNX Runtime); never torch."""
+"""Edge runtime: sources, backends and the choice between them, the pipeline, sinks, and the session that runs them (see :mod:`grmp_edge.runtime.session`). numpy + cv2 + (TensorRT | ONNX Runtime); never torch."""

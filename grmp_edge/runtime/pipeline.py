@@ -15,7 +15,8 @@ camera) delays the others by one window at most.
 Stopping: every source ends, ``max_frames`` (per source) or ``duration`` is reached, a sink asks
 (window closed, stdout reader gone), or SIGINT/SIGTERM arrives. On a signal the frames already queued
 are still scored (drained) before the sinks are closed; a second signal gives up draining. Sinks are
-closed in every case, and :meth:`Pipeline.run` returns a :class:`RunSummary`.
+closed in every case, and :meth:`Pipeline.run` returns a
+:class:`~grmp_edge.runtime.summary.RunSummary`.
 
 With one source a failing source is raised on the caller's thread. With several, a source that
 fails is reported on the log and in its summary and the others go on; live sources there keep
@@ -29,17 +30,19 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
 from grmp_edge.errors import GrmpError
-from grmp_edge.runtime.postprocess import DEGRADED, RECOVERED, PostProcessor
+from grmp_edge.limits import check_range
 from grmp_edge.preprocess import native_crops, preprocess
-from grmp_edge.runtime.sinks import LATENCY_STAGES, Sink
+from grmp_edge.runtime.postprocess import DEGRADED, RECOVERED, PostProcessor
+from grmp_edge.runtime.sinks import Sink
+from grmp_edge.runtime.source_state import LATENCY_STAGES, LatencyWindow
 from grmp_edge.runtime.sources import Frame, FrameSource, SourceEvent
-from grmp_edge.spec import PreprocessSpec
+from grmp_edge.runtime.summary import RunSummary, StopKind, StopReason
+from grmp_edge.spec import MAX_CROPS, PreprocessSpec
 
 # Latency percentiles in the summary come from the most recent frames only, so memory stays flat on
 # a camera that runs for weeks.
@@ -47,41 +50,20 @@ LATENCY_WINDOW = 4096
 # How long the first queued frame waits for the other sources' frames to share its engine call: long
 # enough for cameras of the same rate to line up, short against one inference (tens of ms on a CPU).
 BATCH_WINDOW_S = 0.005
+# How long the end of a run waits for the producer threads after closing their sources; a reader
+# blocked on an idle stdin pipe is a daemon thread and is left behind.
+JOIN_TIMEOUT_S = 1.0
 
 
-@dataclass
-class RunSummary:
-    """What one run did; ``line()`` is the one-line summary the CLI prints.
-
-    With several sources the top level sums them (``fps`` is the aggregate rate) and ``sources`` holds
-    one summary per source.
-    """
-
-    source: str
-    frames: int
-    seconds: float
-    fps: float
-    drops: int
-    corrupt: int
-    gaps: int
-    gap_seconds: float
-    mean_score: Optional[float]
-    events: dict = field(default_factory=dict)
-    latency_ms: dict = field(default_factory=dict)
-    stopped_by: str = "end of source"
-    sources: list = field(default_factory=list)
-
-    def line(self) -> str:
-        mean = "n/a" if self.mean_score is None else f"{self.mean_score:.4f}"
-        lat = self.latency_ms.get("total", {})
-        latency = f", latency p50 {lat['p50']:.1f} ms p90 {lat['p90']:.1f} ms" if lat else ""
-        gaps = f", gaps {self.gaps} ({self.gap_seconds:.1f} s)" if self.gaps else ""
-        return (f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps), drops {self.drops}, "
-                f"corrupt {self.corrupt}{gaps}, mean score {mean}, events degraded {self.events.get(DEGRADED, 0)} "
-                f"recovered {self.events.get(RECOVERED, 0)}{latency}; stopped by {self.stopped_by}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+def check_limits(crops: Optional[int] = 1, max_frames: Optional[int] = None, duration: Optional[float] = None,
+                 batch_window: Optional[float] = BATCH_WINDOW_S) -> None:
+    """One-line GrmpErrors, naming the ``grmp-edge run`` option, for a run's limits out of range:
+    ``crops`` per frame, ``max_frames`` per source, ``duration`` and ``batch_window`` in seconds (None:
+    not set). :class:`Pipeline` and the command's checks before a model loads both call this."""
+    check_range("--crops", crops, 1, MAX_CROPS)
+    check_range("--max-frames", max_frames, 1)
+    check_range("--duration", duration, 1e-3)
+    check_range("--batch-window-ms", None if batch_window is None else batch_window * 1e3, 0, 1000)
 
 
 def prepare_batch(rgb: np.ndarray, spec: PreprocessSpec, crops: int = 1) -> np.ndarray:
@@ -151,12 +133,11 @@ class _Lane:
         self.source, self.label, self.post = source, label, post
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self.thread: Optional[threading.Thread] = None
-        self.stopped_by: Optional[str] = None  # set once the lane is finished
+        self.stopped_by: Optional[StopReason] = None  # set once the lane is finished
         self.frames = self.scored = 0
         self.score_sum = 0.0
         self.events: collections.Counter = collections.Counter()
-        self.latency = {stage: collections.deque(maxlen=LATENCY_WINDOW) for stage in LATENCY_STAGES}
-        self.latency_sum = dict.fromkeys(LATENCY_STAGES, 0.0)
+        self.latency = LatencyWindow(LATENCY_WINDOW)
 
     def add(self, score: float, event: Optional[str], latency_ms: dict) -> None:
         self.frames += 1
@@ -165,11 +146,9 @@ class _Lane:
             self.score_sum += score
         if event:
             self.events[event] += 1
-        for stage in LATENCY_STAGES:
-            self.latency[stage].append(latency_ms[stage])
-            self.latency_sum[stage] += latency_ms[stage]
+        self.latency.add(latency_ms)
 
-    def summary(self, seconds: float, stopped_by: str) -> RunSummary:
+    def summary(self, seconds: float, stopped_by: StopReason) -> RunSummary:
         stats = self.source.stats
         return RunSummary(
             source=self.label, frames=self.frames, seconds=seconds,
@@ -177,9 +156,26 @@ class _Lane:
             drops=stats.drops, corrupt=stats.corrupt, gaps=stats.gaps, gap_seconds=stats.gap_seconds,
             mean_score=self.score_sum / self.scored if self.scored else None,
             events={DEGRADED: self.events[DEGRADED], RECOVERED: self.events[RECOVERED]},
-            latency_ms=_latency_summaries(self.latency, self.latency_sum, self.frames),
+            latency_ms=self.latency.summary(),
             stopped_by=stopped_by,
         )
+
+
+def _combined(per_source: list[RunSummary], lanes: list[_Lane], seconds: float,
+              stopped_by: StopReason) -> RunSummary:
+    """The run-wide summary of several sources: their sums, the aggregate rate, one latency window."""
+    frames = sum(s.frames for s in per_source)
+    scored = sum(lane.scored for lane in lanes)
+    return RunSummary(
+        source=f"{len(per_source)} sources", frames=frames, seconds=seconds,
+        fps=frames / seconds if seconds > 0 else 0.0,
+        drops=sum(s.drops for s in per_source), corrupt=sum(s.corrupt for s in per_source),
+        gaps=sum(s.gaps for s in per_source), gap_seconds=sum(s.gap_seconds for s in per_source),
+        mean_score=sum(lane.score_sum for lane in lanes) / scored if scored else None,
+        events={event: sum(s.events[event] for s in per_source) for event in (DEGRADED, RECOVERED)},
+        latency_ms=LatencyWindow.merged(lane.latency for lane in lanes).summary(),
+        stopped_by=stopped_by, sources=per_source,
+    )
 
 
 class Pipeline:
@@ -194,6 +190,7 @@ class Pipeline:
     (default: 1 for live sources, 2 for files). ``batch_window`` seconds: see the module doc.
     ``log`` receives human-readable lines (source lost/back, corrupt frames, alarm events). With
     several sources each record carries a ``source`` field (the source's name, made unique).
+    ``clock`` (seconds) times the run: ``duration``, the batch window and the summary's ``seconds``.
     """
 
     def __init__(
@@ -210,49 +207,43 @@ class Pipeline:
         queue_size: Optional[int] = None,
         batch_window: float = BATCH_WINDOW_S,
         log: Optional[Callable[[str], None]] = None,
+        clock: Callable[[], float] = time.perf_counter,
     ):
-        if crops < 1:
-            raise GrmpError(f"--crops must be >= 1, got {crops}")
-        if max_frames is not None and max_frames < 1:
-            raise GrmpError(f"--max-frames must be >= 1, got {max_frames}")
-        if duration is not None and duration <= 0:
-            raise GrmpError(f"--duration must be > 0 seconds, got {duration}")
-        if not 0 <= batch_window <= 1:
-            raise GrmpError(f"--batch-window-ms must be between 0 and 1000, got {batch_window * 1e3:g}")
+        check_limits(crops, max_frames, duration, batch_window)
         sources = [source] if isinstance(source, FrameSource) else list(source)
         if not sources:
             raise GrmpError("no source to score")
-        self.backend = backend
-        self.spec = spec
-        self.sinks = list(sinks)
-        self.crops = crops
-        self.max_frames = max_frames
-        self.duration = duration
-        self.batch_window = batch_window
+        self.backend, self.spec, self.sinks, self.crops = backend, spec, list(sinks), crops
+        self.max_frames, self.duration, self.batch_window = max_frames, duration, batch_window
         self.log = log or (lambda line: None)
-        post = postprocessor or PostProcessor()
+        self.clock = clock
         self.multi = len(sources) > 1
-        self._lanes = []
-        for i, (src, label) in enumerate(zip(sources, source_labels([s.name for s in sources]))):
-            lane_post = post if i == 0 else PostProcessor(post.smoother.alpha, post.alarm.low, post.alarm.high)
-            # One queued batch already overlaps capture with inference; a live source gets no more, so a
-            # scored frame is at most about two inference times old. Files get one more to absorb jitter.
-            size = queue_size if queue_size is not None else (1 if src.live else 2)
-            self._lanes.append(_Lane(src, label, lane_post, size))
+        self._lanes = self._make_lanes(sources, postprocessor or PostProcessor(), queue_size)
         max_batch = getattr(backend, "max_batch", None)
         # Frames per engine call; a frame's crops always go together, even past a small max_batch.
         self._per_call = len(self._lanes) if max_batch is None else max(1, max_batch // crops)
         self._arrived = threading.Condition()
         self._stop = threading.Event()
-        self._stopped_by: Optional[str] = None
+        self._stopped_by: Optional[StopReason] = None
         self._signals = 0
+
+    @staticmethod
+    def _make_lanes(sources: list[FrameSource], post: PostProcessor, queue_size: Optional[int]) -> list[_Lane]:
+        lanes = []
+        for i, (src, label) in enumerate(zip(sources, source_labels([s.name for s in sources]))):
+            lane_post = post if i == 0 else PostProcessor(post.smoother.alpha, post.alarm.low, post.alarm.high)
+            # One queued batch already overlaps capture with inference; a live source gets no more, so a
+            # scored frame is at most about two inference times old. Files get one more to absorb jitter.
+            size = queue_size if queue_size is not None else (1 if src.live else 2)
+            lanes.append(_Lane(src, label, lane_post, size))
+        return lanes
 
     @property
     def source(self) -> FrameSource:
         """The first (with one source, the only) source."""
         return self._lanes[0].source
 
-    def stop(self, reason: str = "stop()") -> None:
+    def stop(self, reason: StopReason = StopReason(StopKind.REQUESTED)) -> None:
         """Ask the run to end (thread-safe); frames already queued are still scored."""
         if not self._stop.is_set():
             self._stopped_by = reason
@@ -301,13 +292,27 @@ class Pipeline:
         if self._signals > 1:
             raise KeyboardInterrupt  # second Ctrl-C: stop draining now
         self.log(f"{signal.Signals(signum).name}: draining queued frames, then closing the sinks")
-        self.stop(signal.Signals(signum).name)
+        self.stop(StopReason.of_signal(signum))
 
     def _out_of_time(self, started: float) -> bool:
-        if self.duration is not None and time.perf_counter() - started >= self.duration:
-            self.stop("duration")
+        if self.duration is not None and self.clock() - started >= self.duration:
+            self.stop(StopReason(StopKind.DURATION))
             return True
         return False
+
+    def _take_queued(self, running: list[_Lane], taken: dict) -> bool:
+        """Move at most one queued item per running lane into ``taken``, up to a call's worth of
+        frames; True when something was taken."""
+        took = False
+        for lane in running:
+            if lane in taken or _frames_in(taken) >= self._per_call:
+                continue
+            try:
+                taken[lane] = lane.queue.get_nowait()
+            except queue.Empty:
+                continue
+            took = True
+        return took
 
     def _gather(self, started: float) -> Optional[list]:
         """The next engine call's items as ``(lane, item)`` pairs (see the module doc), or None when
@@ -317,36 +322,44 @@ class Pipeline:
         with self._arrived:
             while True:
                 running = [lane for lane in self._lanes if lane.stopped_by is None]
-                for lane in running:
-                    if lane in taken or _frames_in(taken) >= self._per_call:
-                        continue
-                    try:
-                        taken[lane] = lane.queue.get_nowait()
-                    except queue.Empty:
-                        continue
-                    if deadline is None:
-                        deadline = time.perf_counter() + self.batch_window
+                if self._take_queued(running, taken) and deadline is None:
+                    deadline = self.clock() + self.batch_window  # the first arrival opens the window
                 if taken and (_frames_in(taken) >= self._per_call or all(lane in taken for lane in running)
-                              or self._stop.is_set() or time.perf_counter() >= deadline):
+                              or self._stop.is_set() or self.clock() >= deadline):
                     return list(taken.items())
                 if self._stop.is_set() or not running:
                     return None
                 if not taken and self._out_of_time(started):
                     return None
-                self._arrived.wait(0.1 if deadline is None else max(0.0, deadline - time.perf_counter()))
+                self._arrived.wait(0.1 if deadline is None else max(0.0, deadline - self.clock()))
 
-    def _finish(self, lane: _Lane, reason: str) -> None:
+    def _finish(self, lane: _Lane, reason: StopReason) -> None:
         lane.stopped_by = reason
         lane.source.close()
         if self.multi:
             self.log(f"{lane.label}: stopped ({reason})")
+
+    def _frames_to_score(self, items: list) -> list:
+        """The gathered frames still to score; a source's end or failure finishes its lane (a
+        failure is raised with one source)."""
+        frames = []
+        for lane, item in items:
+            if item is _END:
+                self._finish(lane, StopReason(StopKind.END_OF_SOURCE))
+            elif isinstance(item, _Failure):
+                if not self.multi:
+                    raise item.exc
+                self._finish(lane, StopReason.failure(item.exc))
+            elif lane.stopped_by is None:  # frames queued after max-frames are not scored
+                frames.append((lane, item))
+        return frames
 
     def _score(self, items: list) -> None:
         """One engine call over the frames in ``items``; records to the sinks, per-source smoothing."""
         t0 = time.perf_counter()
         scores = np.asarray(self.backend.infer(np.concatenate([batch for _, (_, batch, _) in items])),
                             dtype=np.float64).reshape(len(items), -1)
-        t1 = time.perf_counter()
+        infer_ms = (time.perf_counter() - t0) * 1e3
         for (lane, (frame, _, preprocess_ms)), crop_scores in zip(items, scores):
             score = float(crop_scores.mean())
             if math.isfinite(score):
@@ -357,101 +370,79 @@ class Pipeline:
                 prefix = f"{lane.label}: " if self.multi else ""
                 self.log(f"{prefix}frame {frame.index}: {event} (smoothed score {smoothed:.3f})")
             lat = {"capture": frame.capture_ms, "preprocess": preprocess_ms,
-                   "infer": (t1 - t0) * 1e3, "total": (time.perf_counter() - frame.t_start) * 1e3}
+                   "infer": infer_ms, "total": (time.perf_counter() - frame.t_start) * 1e3}
             record = frame_record(frame, score, smoothed, event, lat, lane.label if self.multi else None)
             for sink in self.sinks:
                 sink.write(record, frame, lane.source)
             lane.add(score, event, lat)
             if self.max_frames is not None and lane.frames >= self.max_frames:
-                self._finish(lane, "max-frames")
+                self._finish(lane, StopReason(StopKind.MAX_FRAMES))
+
+    def _consume(self, started: float) -> None:
+        """Gather, score and hand out frames until every source ends or a stop condition."""
+        while True:
+            items = self._gather(started)
+            if items is None:
+                return
+            frames = self._frames_to_score(items)
+            if frames:
+                self._score(frames)
+            if all(lane.stopped_by is not None for lane in self._lanes) or self._out_of_time(started):
+                return
+            if any(sink.should_stop() for sink in self.sinks):
+                self.stop(StopReason(StopKind.SINK))
+
+    def _start_producers(self) -> None:
+        for lane in self._lanes:
+            lane.source.on_event = self._on_source_event
+            lane.thread = threading.Thread(target=self._produce, args=(lane,), daemon=True,
+                                           name=f"capture+preprocess {lane.label}")
+        for lane in self._lanes:
+            lane.thread.start()
+
+    def _shut_down(self) -> list[Exception]:
+        """Stop the producers, then close every sink; the sinks' close failures, in order."""
+        self._stop.set()
+        for lane in self._lanes:
+            lane.source.close()
+        join_until = time.perf_counter() + JOIN_TIMEOUT_S
+        for lane in self._lanes:
+            if lane.thread is not None and lane.thread.ident is not None:
+                lane.thread.join(timeout=max(0.0, join_until - time.perf_counter()))
+        errors = []
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # close the others regardless; report the first failure
+                errors.append(exc)
+        return errors
 
     def run(self, handle_signals: bool = True) -> RunSummary:
         """Run until every source ends or a stop condition; sinks are closed whatever happens."""
         previous = {}
         if handle_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, self._on_signal)
-        for lane in self._lanes:
-            lane.source.on_event = self._on_source_event
-            lane.thread = threading.Thread(target=self._produce, args=(lane,), daemon=True,
-                                           name=f"capture+preprocess {lane.label}")
-        started = time.perf_counter()
+            previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        started = self.clock()
         try:
-            for lane in self._lanes:
-                lane.thread.start()
-            while True:
-                items = self._gather(started)
-                if items is None:
-                    break
-                frames = []
-                for lane, item in items:
-                    if item is _END:
-                        self._finish(lane, "end of source")
-                    elif isinstance(item, _Failure):
-                        if not self.multi:
-                            raise item.exc
-                        self._finish(lane, f"failed: {item.exc}")
-                    elif lane.stopped_by is None:  # frames queued after max-frames are not scored
-                        frames.append((lane, item))
-                if frames:
-                    self._score(frames)
-                if all(lane.stopped_by is not None for lane in self._lanes) or self._out_of_time(started):
-                    break
-                if any(sink.should_stop() for sink in self.sinks):
-                    self.stop("a sink (window closed or output closed)")
+            self._start_producers()
+            self._consume(started)
         finally:
-            self._stop.set()
-            for lane in self._lanes:
-                lane.source.close()
-            join_until = time.perf_counter() + 1.0
-            for lane in self._lanes:
-                # A reader blocked on an idle stdin pipe is a daemon thread: left behind.
-                if lane.thread.ident is not None:
-                    lane.thread.join(timeout=max(0.0, join_until - time.perf_counter()))
-            errors = []
-            for sink in self.sinks:
-                try:
-                    sink.close()
-                except Exception as exc:  # close the others regardless; report the first failure
-                    errors.append(exc)
+            errors = self._shut_down()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if errors:
             raise GrmpError(f"closing an output failed: {errors[0]}")
-        return self._summary(time.perf_counter() - started)
+        return self._summary(self.clock() - started)
 
     def _summary(self, seconds: float) -> RunSummary:
         # A signal wins over what the lanes saw while draining: the exit status depends on it.
-        signalled = self._stopped_by in ("SIGINT", "SIGTERM")
-        reasons = [self._stopped_by if signalled else lane.stopped_by or self._stopped_by or "end of source"
+        signalled = self._stopped_by is not None and self._stopped_by.signal is not None
+        end = StopReason(StopKind.END_OF_SOURCE)
+        reasons = [self._stopped_by if signalled else lane.stopped_by or self._stopped_by or end
                    for lane in self._lanes]
         per_source = [lane.summary(seconds, reason) for lane, reason in zip(self._lanes, reasons)]
         if not self.multi:
             return per_source[0]
-        stopped_by = self._stopped_by or (reasons[0] if len(set(reasons)) == 1 else "every source ended")
-        latency = {stage: [v for lane in self._lanes for v in lane.latency[stage]] for stage in LATENCY_STAGES}
-        latency_sum = {stage: sum(lane.latency_sum[stage] for lane in self._lanes) for stage in LATENCY_STAGES}
-        frames = sum(s.frames for s in per_source)
-        scored = sum(lane.scored for lane in self._lanes)
-        return RunSummary(
-            source=f"{len(per_source)} sources", frames=frames, seconds=seconds,
-            fps=frames / seconds if seconds > 0 else 0.0,
-            drops=sum(s.drops for s in per_source), corrupt=sum(s.corrupt for s in per_source),
-            gaps=sum(s.gaps for s in per_source), gap_seconds=sum(s.gap_seconds for s in per_source),
-            mean_score=sum(lane.score_sum for lane in self._lanes) / scored if scored else None,
-            events={event: sum(s.events[event] for s in per_source) for event in (DEGRADED, RECOVERED)},
-            latency_ms=_latency_summaries(latency, latency_sum, frames),
-            stopped_by=stopped_by, sources=per_source,
-        )
-
-
-def _latency_summaries(recent: dict, total: dict, count: int) -> dict:
-    """``{stage: {mean, p50, p90}}`` over ``count`` frames (percentiles of the ``recent`` ones); {} for none."""
-    if not count:
-        return {}
-    summaries = {}
-    for stage in LATENCY_STAGES:
-        values = np.asarray(recent[stage], dtype=np.float64)
-        summaries[stage] = {"mean": total[stage] / count, "p50": float(np.percentile(values, 50)),
-                            "p90": float(np.percentile(values, 90))}
-    return summaries
+        stopped_by = self._stopped_by or (reasons[0] if len(set(reasons)) == 1
+                                          else StopReason(StopKind.EVERY_SOURCE_ENDED))
+        return _combined(per_source, self._lanes, seconds, stopped_by)

@@ -18,7 +18,6 @@ written; the video is written to a hidden temporary file and renamed into place 
 """
 from __future__ import annotations
 
-import collections
 import csv
 import json
 import math
@@ -35,13 +34,12 @@ import numpy as np
 
 from grmp_edge.errors import GrmpError, opencv
 from grmp_edge.runtime.postprocess import DEGRADED, RECOVERED
-from grmp_edge.runtime.sources import Frame, FrameSource
-
-LATENCY_STAGES = ("capture", "preprocess", "infer", "total")
+from grmp_edge.runtime.source_state import LATENCY_STAGES, SourceState, alarm_after
+from grmp_edge.runtime.sources import Frame, FrameSource, SourceStats
 CSV_COLUMNS = ("frame", "ts", "score", "smoothed", "event",
                *(f"{stage}_ms" for stage in LATENCY_STAGES), "path")
 VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v"}
-
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus text format 0.0.4
 
 
 class Sink:
@@ -144,11 +142,6 @@ def overlay_bgr(frame: Frame, record: dict, degraded: bool) -> np.ndarray:
     return bgr
 
 
-def _alarm_state(degraded: bool, record: dict) -> bool:
-    """The alarm state after a record, tracked from its event."""
-    return {DEGRADED: True, RECOVERED: False}.get(record["event"], degraded)
-
-
 class VideoSink(Sink):
     """Frames with a score overlay, encoded with cv2.VideoWriter (MJPG for .avi, mp4v for .mp4).
 
@@ -182,7 +175,7 @@ class VideoSink(Sink):
         self._size = (width, height)
 
     def write(self, record: dict, frame: Frame, source: FrameSource) -> None:
-        self._degraded = _alarm_state(self._degraded, record)
+        self._degraded = alarm_after(self._degraded, record)
         bgr = overlay_bgr(frame, record, self._degraded)
         if self._writer is None:
             self._open(bgr.shape[1], bgr.shape[0], self.fps or source.fps or 25.0)
@@ -226,7 +219,7 @@ class DisplaySink(Sink):
 
     def write(self, record: dict, frame: Frame, source: FrameSource) -> None:
         cv2 = opencv()
-        self._degraded = _alarm_state(self._degraded, record)
+        self._degraded = alarm_after(self._degraded, record)
         cv2.imshow(self.WINDOW, overlay_bgr(frame, record, self._degraded))
         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
             self._stop = True
@@ -250,6 +243,16 @@ def serve_http(server_class, host: str, port: int, handler, what: str):
     return server
 
 
+def send_body(handler: BaseHTTPRequestHandler, body: bytes, content_type: str) -> None:
+    """Answer a GET with status 200 and ``body``; never cached, since every answer is the run's state now."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.send_header("Cache-Control", "no-store")
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def _prom_number(value: float) -> str:
     """A sample value as the exposition format spells it (NaN, +Inf, -Inf, else Python's repr)."""
     value = float(value)
@@ -269,36 +272,10 @@ def _labels(source: Optional[str], labels: dict) -> str:
     return "{" + ",".join(f'{k}="{v}"' for (k, _), v in zip(pairs, escaped)) + "}"
 
 
-class _SourceMetrics:
-    """The values :class:`MetricsSink` keeps for one source."""
-
-    def __init__(self, window: int):
-        self.score = self.smoothed = math.nan
-        self.degraded = False
-        self.frames = 0
-        self.events: collections.Counter = collections.Counter()
-        self.stats = None
-        self.times: collections.deque = collections.deque(maxlen=4096)
-        self.latency = {stage: collections.deque(maxlen=window) for stage in LATENCY_STAGES}
-        self.latency_sum = dict.fromkeys(LATENCY_STAGES, 0.0)
-
-    def add(self, record: dict, source: FrameSource) -> None:
-        self.score = math.nan if record["score"] is None else record["score"]
-        self.smoothed = math.nan if record["smoothed"] is None else record["smoothed"]
-        self.degraded = _alarm_state(self.degraded, record)
-        if record["event"]:
-            self.events[record["event"]] += 1
-        self.frames += 1
-        self.stats = source.stats
-        self.times.append(time.perf_counter())
-        for stage in LATENCY_STAGES:
-            seconds = record["latency_ms"][stage] / 1e3
-            self.latency[stage].append(seconds)
-            self.latency_sum[stage] += seconds
-
-    def quantile(self, stage: str, q: float) -> float:
-        values = np.asarray(self.latency[stage], dtype=np.float64)
-        return float(np.quantile(values, q)) if values.size else math.nan
+def _latency_quantile(state: SourceState, stage: str, q: float) -> float:
+    """A stage's latency quantile ``q`` (one of :attr:`MetricsSink.QUANTILES`) in seconds; NaN before any frame."""
+    stats = state.latency.stats(stage)
+    return math.nan if stats is None else stats[f"p{round(q * 100)}"] / 1e3
 
 
 class MetricsSink(Sink):
@@ -320,9 +297,10 @@ class MetricsSink(Sink):
         self._lock = threading.Lock()
         self._window = window
         self._fps_window = fps_window
-        self._started = time.perf_counter()
-        # Source label (None in single-source runs: no label) -> that source's values, first seen first.
-        self._sources: dict[Optional[str], _SourceMetrics] = {}
+        # Source label (None in single-source runs: no label) -> that source's values and its source's
+        # counters, first seen first.
+        self._sources: dict[Optional[str], SourceState] = {}
+        self._stats: dict[Optional[str], SourceStats] = {}
         self._server = None
         if port is None:
             return
@@ -333,12 +311,7 @@ class MetricsSink(Sink):
                 if self.path.split("?")[0] not in ("/", "/metrics"):
                     self.send_error(404)
                     return
-                body = sink.render().encode("utf-8")
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_body(self, sink.render().encode("utf-8"), METRICS_CONTENT_TYPE)
 
             def log_message(self, *args):  # scrapes every few seconds must not spam stderr
                 pass
@@ -354,55 +327,50 @@ class MetricsSink(Sink):
         with self._lock:
             label = record.get("source")
             if label not in self._sources:
-                self._sources[label] = _SourceMetrics(self._window)
-            self._sources[label].add(record, source)
-
-    def _fps(self, times, now: float) -> float:
-        window = min(self._fps_window, now - self._started)
-        if window <= 0:
-            return 0.0
-        return sum(1 for t in times if now - t <= window) / window
+                self._sources[label] = SourceState(self._window)
+            self._sources[label].update(record, time.monotonic())
+            self._stats[label] = source.stats
 
     def render(self) -> str:
         """The current metrics in Prometheus text format 0.0.4."""
         with self._lock:
-            now = time.perf_counter()
+            now = time.monotonic()
             # Before the first frame there is one unlabelled set of values, all empty.
-            sources = self._sources or {None: _SourceMetrics(self._window)}
+            sources = self._sources or {None: SourceState(self._window)}
             lines: list[str] = []
 
             def metric(name: str, kind: str, help_text: str, value, *extra: dict) -> None:
-                """One metric: ``value(m)`` per source, or ``value(m, **labels)`` per source and label set."""
+                """One metric: ``value(label, m)`` per source, or ``value(label, m, **labels)`` per source and label set."""
                 lines.append(f"# HELP {name} {help_text}")
                 lines.append(f"# TYPE {name} {kind}")
                 for label, m in sources.items():
                     for labels in extra or ({},):
-                        lines.append(f"{name}{_labels(label, labels)} {_prom_number(value(m, **labels))}")
+                        lines.append(f"{name}{_labels(label, labels)} {_prom_number(value(label, m, **labels))}")
 
             def stat(name: str):
-                return lambda m: getattr(m.stats, name) if m.stats else 0
+                return lambda label, m: getattr(self._stats[label], name) if label in self._stats else 0
 
-            metric("grmp_score", "gauge", "Latest quality score in (0, 1), higher is better.", lambda m: m.score)
-            metric("grmp_score_smoothed", "gauge", "Exponentially smoothed quality score.", lambda m: m.smoothed)
+            metric("grmp_score", "gauge", "Latest quality score in (0, 1), higher is better.", lambda _, m: m.score)
+            metric("grmp_score_smoothed", "gauge", "Exponentially smoothed quality score.", lambda _, m: m.smoothed)
             metric("grmp_degraded", "gauge", "1 while the hysteresis alarm says degraded.",
-                   lambda m: float(m.degraded))
+                   lambda _, m: float(m.degraded))
             metric("grmp_fps", "gauge", f"Frames scored per second over the last {self._fps_window:g} s.",
-                   lambda m: self._fps(m.times, now))
-            metric("grmp_frames_total", "counter", "Frames scored.", lambda m: m.frames)
+                   lambda _, m: m.fps(now, self._fps_window))
+            metric("grmp_frames_total", "counter", "Frames scored.", lambda _, m: m.frames)
             metric("grmp_drops_total", "counter", "Frames a live source dropped because scoring was behind.",
                    stat("drops"))
             metric("grmp_corrupt_total", "counter", "Frames or images skipped because they could not be decoded.",
                    stat("corrupt"))
             metric("grmp_source_gaps_total", "counter", "Times a live source was lost and came back.", stat("gaps"))
-            metric("grmp_events_total", "counter", "Alarm events.", lambda m, event: m.events[event],
+            metric("grmp_events_total", "counter", "Alarm events.", lambda _, m, event: m.events[event],
                    *({"event": event} for event in (DEGRADED, RECOVERED)))
             metric("grmp_latency_seconds", "summary", "Per-frame latency by stage (quantiles over recent frames).",
-                   lambda m, stage, quantile: m.quantile(stage, quantile),
+                   lambda _, m, stage, quantile: _latency_quantile(m, stage, quantile),
                    *({"stage": stage, "quantile": q} for stage in LATENCY_STAGES for q in self.QUANTILES))
             for label, m in sources.items():
                 for stage in LATENCY_STAGES:
                     labels = _labels(label, {"stage": stage})
-                    lines.append(f"grmp_latency_seconds_sum{labels} {_prom_number(m.latency_sum[stage])}")
+                    lines.append(f"grmp_latency_seconds_sum{labels} {_prom_number(m.latency.total[stage] / 1e3)}")
                     lines.append(f"grmp_latency_seconds_count{labels} {m.frames}")
         return "\n".join(lines) + "\n"
 

@@ -1,18 +1,7 @@
 """Frame sources: one ``--source`` grammar for cameras, streams, videos, image folders and stdin.
 
-Grammar (``parse_source``):
-
-==========================  ====================================================================
-``csi://N``                 Jetson CSI camera N through GStreamer ``nvarguscamerasrc`` (needs an
-                            OpenCV built with GStreamer, as JetPack's is)
-``v4l2:///dev/videoN``      USB camera through V4L2 (``--camera N`` is the shorthand)
-``rtsp://...``              network stream (``rtsps://`` too), decoded by OpenCV's FFmpeg backend
-``file://PATH`` or ``PATH``  a video file, a single image, an image folder (recursive) or a glob
-                            such as ``frames/*.jpg`` (sorted by name)
-``-``                       raw frames on stdin: packed RGB24, ``W*H*3`` bytes each, no header,
-                            size from ``--stdin-size WxH``; what
-                            ``ffmpeg -i in.mp4 -f rawvideo -pix_fmt rgb24 -`` writes
-==========================  ====================================================================
+The forms a ``--source`` text takes are :data:`SOURCE_FORMS` (``parse_source`` reads them; the
+command's help and the error messages are written from that table).
 
 Every source yields :class:`Frame` objects holding RGB pixels: frames decoded by OpenCV arrive as BGR
 and are converted exactly once, here. Live sources (cameras, streams) capture on their own thread into
@@ -41,8 +30,27 @@ import numpy as np
 from grmp_edge.images import IMAGE_SUFFIXES, list_images, read_rgb
 from grmp_edge.errors import GrmpError, opencv
 
-GRAMMAR = ("csi://N, v4l2:///dev/videoN (or --camera N), rtsp://..., file://PATH, a video file, "
-           "an image file, folder or glob, or - for raw RGB24 frames on stdin (with --stdin-size WxH)")
+
+@dataclass(frozen=True)
+class SourceForm:
+    """One form of a ``--source`` text: how it is written and what it reads."""
+
+    syntax: str
+    what: str
+
+
+SOURCE_FORMS = (
+    SourceForm("csi://N", "Jetson CSI camera N through GStreamer nvarguscamerasrc; needs an OpenCV built with "
+                          "GStreamer, as JetPack's is"),
+    SourceForm("v4l2:///dev/videoN", "USB camera through V4L2; --camera N is the shorthand"),
+    SourceForm("rtsp://URL", "network stream (rtsps:// too), decoded by OpenCV's FFmpeg backend"),
+    SourceForm("file://PATH or PATH", "a video file, an image file, an image folder (recursive) or a glob "
+                                      "such as 'frames/*.jpg' (sorted by name)"),
+    SourceForm("-", "raw RGB24 frames on stdin (W*H*3 bytes each, no header) of the size --stdin-size WxH "
+                    "gives, as ffmpeg -i in.mp4 -f rawvideo -pix_fmt rgb24 - writes them"),
+)
+# The forms in one line, for error messages and the command's help.
+GRAMMAR = "; ".join(f"{form.syntax} ({form.what})" for form in SOURCE_FORMS)
 
 # A video whose decoder fails this many times in a row has ended (failures followed by a good frame
 # were corrupt frames). OpenCV cannot tell "end of file" from "undecodable frame" on its own.
@@ -50,7 +58,9 @@ MAX_CONSECUTIVE_READ_FAILURES = 16
 # A stream that sends nothing for this long is lost (and reopened). FFmpeg's own default is 30 s,
 # and a camera that loses power sends no goodbye.
 STREAM_TIMEOUT_MS = 5000
-
+# How long a live source's iteration waits, once closed, for its capture thread; a capture stalled
+# inside read() is a daemon thread and is left behind.
+CAPTURE_JOIN_TIMEOUT_S = 1.0
 
 
 @dataclass
@@ -150,6 +160,16 @@ class FrameSource:
         self.stats.frames += 1
         return frame
 
+    def _frame_of(self, got: "Grab", index: int, where: str, **extra) -> Optional[Frame]:
+        """A kept :class:`Grab` as the Frame numbered ``index``, or None (counted and reported as
+        corrupt) when OpenCV returned something that is not an image."""
+        rgb = bgr_to_rgb(got.bgr)
+        if rgb is None:
+            self._corrupt(f"{where}: frame {index} is not an image")
+            return None
+        capture_ms = (time.perf_counter() - got.t_start) * 1e3
+        return Frame(index, got.ts, rgb, None, capture_ms, t_start=got.t_start, **extra)
+
 
 def bgr_to_rgb(image: Optional[np.ndarray]) -> Optional[np.ndarray]:
     """An OpenCV frame (BGR, BGRA or grey) as contiguous RGB uint8, or None when it is not an image."""
@@ -165,6 +185,26 @@ def bgr_to_rgb(image: Optional[np.ndarray]) -> Optional[np.ndarray]:
     if image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
     return None
+
+
+@dataclass
+class Grab:
+    """One read from an OpenCV capture: ``ok`` is False when it failed; ``bgr`` is set for kept frames."""
+
+    ok: bool
+    bgr: Optional[np.ndarray]
+    ts: float
+    t_start: float
+
+
+def grab(cap, keep: bool) -> Grab:
+    """Read the next frame of an OpenCV capture (a video file, camera or stream). Only a kept frame is
+    decoded (``grab()`` then ``retrieve()``), so frames skipped by ``--stride`` cost no decoding."""
+    t_start, ts = time.perf_counter(), time.time()
+    ok, bgr = cap.grab(), None
+    if ok and keep:
+        ok, bgr = cap.retrieve()
+    return Grab(bool(ok), bgr, ts, t_start)
 
 
 class VideoFileSource(FrameSource):
@@ -204,12 +244,8 @@ class VideoFileSource(FrameSource):
                     # Behind (scoring is slower than the video): go on from now, as a camera would,
                     # instead of racing through frames to catch up.
                     due = max(due, time.perf_counter()) + period
-                t_start, ts = time.perf_counter(), time.time()
-                ok = cap.grab()
-                bgr = None
-                if ok and keep:
-                    ok, bgr = cap.retrieve()
-                if not ok:
+                got = grab(cap, keep)
+                if not got.ok:
                     failures += 1
                     if failures >= MAX_CONSECUTIVE_READ_FAILURES:
                         if not (self.loop and length):
@@ -226,14 +262,9 @@ class VideoFileSource(FrameSource):
                     self._emit("corrupt", f"{self.path}: {failures} undecodable frame(s) before frame {index}")
                     failures = 0
                 if keep:
-                    rgb = bgr_to_rgb(bgr)
-                    if rgb is None:
-                        self._corrupt(f"{self.path}: frame {index} is not an image")
-                    else:
-                        capture_ms = (time.perf_counter() - t_start) * 1e3
-                        media_s = pos / self.fps if self.fps else None
-                        yield self._delivered(Frame(index, ts, rgb, None, capture_ms, t_start=t_start,
-                                                    media_s=media_s))
+                    frame = self._frame_of(got, index, str(self.path), media_s=pos / self.fps if self.fps else None)
+                    if frame is not None:
+                        yield self._delivered(frame)
                 pos += 1
         finally:
             cap.release()
@@ -383,7 +414,7 @@ class LiveSource(FrameSource):
                 yield self._delivered(frame)
         finally:
             self.close()
-            self._thread.join(timeout=1.0)  # a capture stalled inside read() is a daemon: left behind
+            self._thread.join(timeout=CAPTURE_JOIN_TIMEOUT_S)
         if self._error is not None:
             raise self._error
 
@@ -409,16 +440,11 @@ class LiveSource(FrameSource):
         delay = self.backoff_min
         try:
             while not self._closed.is_set():
-                t_start, ts = time.perf_counter(), time.time()
-                ok, bgr = False, None
-                if cap is not None:
-                    keep = index % self.stride == 0
-                    ok = cap.grab()
-                    if ok and keep:
-                        ok, bgr = cap.retrieve()
-                if not ok:
+                keep = index % self.stride == 0
+                got = grab(cap, keep) if cap is not None else None
+                if got is None or not got.ok:
                     if lost_at is None:
-                        lost_at = t_start
+                        lost_at = got.t_start if got is not None else time.perf_counter()
                         self._emit("lost", f"{self.name} stopped delivering frames; reopening with backoff")
                     if cap is not None:
                         cap.release()
@@ -431,23 +457,25 @@ class LiveSource(FrameSource):
                     continue
                 gap_s = None
                 if lost_at is not None:
-                    gap_s = time.perf_counter() - lost_at
-                    self.stats.gaps += 1
-                    self.stats.gap_seconds += gap_s
-                    self._emit("back", f"{self.name} is back after {gap_s:.2f} s", gap_s=gap_s)
+                    gap_s = self._back(lost_at, cap)
                     lost_at, delay = None, self.backoff_min
-                    self.fps = self.fps or cap.get(opencv().CAP_PROP_FPS) or None
-                if index % self.stride == 0:
-                    rgb = bgr_to_rgb(bgr)
-                    if rgb is None:
-                        self._corrupt(f"{self.name}: frame {index} is not an image")
-                    else:
-                        capture_ms = (time.perf_counter() - t_start) * 1e3
-                        self._push(Frame(index, ts, rgb, None, capture_ms, gap_s=gap_s, t_start=t_start))
+                if keep:
+                    frame = self._frame_of(got, index, self.name, gap_s=gap_s)
+                    if frame is not None:
+                        self._push(frame)
                 index += 1
         finally:
             if cap is not None:
                 cap.release()
+
+    def _back(self, lost_at: float, cap) -> float:
+        """Count and report the outage that ends now; its length in seconds."""
+        gap_s = time.perf_counter() - lost_at
+        self.stats.gaps += 1
+        self.stats.gap_seconds += gap_s
+        self._emit("back", f"{self.name} is back after {gap_s:.2f} s", gap_s=gap_s)
+        self.fps = self.fps or cap.get(opencv().CAP_PROP_FPS) or None
+        return gap_s
 
     def _push(self, frame: Frame) -> None:
         with self._ready:

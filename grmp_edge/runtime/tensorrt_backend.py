@@ -39,7 +39,7 @@ from grmp_edge.artifacts import atomic_write_bytes, cache_root
 from grmp_edge.device import gpu_facts, import_cudart
 from grmp_edge.errors import GrmpError, require
 from grmp_edge.preprocess import check_image_batch
-from grmp_edge.runtime.backends import Backend
+from grmp_edge.runtime.backend import Backend
 from grmp_edge.runtime.bundle import LoadedBundle
 from grmp_edge.runtime.plan_compat import check_plan_compatible, flavour, rebuild_command, sm_name
 from grmp_edge.spec import BundleFile, INPUT_NAME, OUTPUT_NAME

@@ -15,8 +15,9 @@ import numpy as np
 from grmp_edge.errors import GrmpError, require
 from grmp_edge.spec import INPUT_NAME, OUTPUT_NAME
 from grmp_edge.preprocess import check_image_batch
-from grmp_edge.runtime.backends import Backend
+from grmp_edge.runtime.backend import Backend
 
+TRITON_SCHEME = "triton://"
 DEFAULT_GRPC_PORT = 8001
 # Long enough for a first request that makes the server build or load an engine, short enough
 # that a hung server is reported rather than waited on forever.

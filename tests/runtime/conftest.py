@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import tiny_bundle
 
-from grmp_edge.artifacts import sha256_file
-from grmp_edge.spec import BundleFile, BundleManifest, ModelSpec, PreprocessSpec
+from grmp_edge.spec import PreprocessSpec
 
 CROP = 32
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,6 @@ import logging
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -223,3 +222,11 @@ def test_runtime_imports_and_scores_with_torch_and_onnx_blocked(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "model_int8_cpu.onnx [0.7311, 0.7311]" in result.stdout
+
+
+def test_a_triton_url_names_a_backend_and_a_malformed_one_is_refused(bundle):
+    with pytest.raises(GrmpError, match="must look like triton://HOST:PORT/MODEL"):
+        open_backend(bundle, "triton://server-without-a-model")
+    with pytest.raises(GrmpError, match="or triton://HOST:PORT/MODEL"):
+        open_backend(bundle, "tritonserver")
+

@@ -71,11 +71,11 @@ def test_crops_default_to_the_bundles_plan_and_the_option_overrides_it(bundle_fa
 
 def test_a_crop_plan_beyond_the_engines_maximum_batch_is_refused_before_the_first_frame(
         bundle_factory, fake_backend, video, tmp_path, tmp_runs, monkeypatch, capsys):
-    import grmp_edge.runtime.backends as backends
+    from grmp_edge.runtime import session
 
     engine = fake_backend()
     engine.max_batch, engine.reason = 2, "test"
-    monkeypatch.setattr(backends, "open_backend", lambda *a, **k: engine)
+    monkeypatch.setattr(session, "open_backend", lambda *a, **k: engine)
     bundle = bundle_factory(tmp_path / "planned", crops=4)
     assert main(["run", "--bundle", str(bundle), "--source", str(video), "--no-save"]) == 2
     err = capsys.readouterr().err

@@ -187,6 +187,7 @@ class FakeCamera:
         self.stall_after = stall_after
         self.opens: list[tuple] = []
         self.grabs = 0
+        self.stalled, self.unstall = threading.Event(), threading.Event()
 
     def __call__(self, *args):
         self.opens.append(args)
@@ -207,8 +208,11 @@ class _FakeCapture:
             return False
         self.reads += 1
         self.cam.grabs += 1
-        stalled = self.cam.stall_after is not None and self.cam.grabs > self.cam.stall_after
-        time.sleep(5.0 if stalled else self.cam.delay)
+        if self.cam.stall_after is not None and self.cam.grabs > self.cam.stall_after:
+            self.cam.stalled.set()
+            self.cam.unstall.wait(5.0)  # a read that hangs, as a dead stream's does until its timeout
+        else:
+            time.sleep(self.cam.delay)
         return True
 
     def retrieve(self):
@@ -295,22 +299,40 @@ def test_live_corrupt_frames_are_skipped_and_counted(monkeypatch):
     assert all(f.rgb.shape == (72, 96, 3) for f in frames)
 
 
+@pytest.mark.timeout(60)  # a regression would iterate the endless camera forever: fail instead
 def test_close_from_another_thread_ends_iteration(monkeypatch):
     monkeypatch.setattr(cv2, "VideoCapture", FakeCamera(first=10**6))
     src = parse_source(None, camera=0)
-    threading.Timer(0.2, src.close).start()
-    start = time.monotonic()
-    n = sum(1 for _ in src)
-    assert n > 0 and time.monotonic() - start < 3
+    n = 0
+    for _ in src:
+        n += 1
+        if n == 3:
+            closer = threading.Thread(target=src.close)
+            closer.start()
+            closer.join()
+    assert n == 3  # the next frame after close() ends the iteration, however many the camera queued
 
 
+@pytest.mark.timeout(60)
 def test_close_does_not_wait_for_a_stalled_capture(monkeypatch):
-    monkeypatch.setattr(cv2, "VideoCapture", FakeCamera(first=10**6, stall_after=2))
+    cam = FakeCamera(first=10**6, stall_after=2)
+    monkeypatch.setattr(cv2, "VideoCapture", cam)
+    # The capture thread is waited for this long once the source is closed, then left behind.
+    monkeypatch.setattr(sources, "CAPTURE_JOIN_TIMEOUT_S", 0.05)
     src = parse_source("rtsp://camera.invalid/stream")
-    threading.Timer(0.3, src.close).start()
-    start = time.monotonic()
-    n = sum(1 for _ in src)
-    assert n == 2 and time.monotonic() - start < 2.5  # the stalled read() would take 5 s
+    n = 0
+    try:
+        for _ in src:
+            n += 1
+            if n == 2:
+                assert cam.stalled.wait(30)  # the third read hangs
+                src.close()
+        # Iteration ended while the capture thread is still inside the hung read(): it was abandoned.
+        assert n == 2 and src._thread.is_alive()
+    finally:
+        cam.unstall.set()
+    src._thread.join(10)
+    assert not src._thread.is_alive()
 
 
 def test_a_stream_that_is_down_at_start_is_retried_when_asked_and_its_password_stays_out_of_the_name(monkeypatch):
@@ -380,3 +402,12 @@ def test_csi_opens_the_gstreamer_pipeline(monkeypatch):
     target, api = cam.opens[0]
     assert api == cv2.CAP_GSTREAMER and target == csi_pipeline(0, 640, 480, 15, 0)
 
+
+
+def test_one_table_of_source_forms_writes_the_errors_and_the_help():
+    from grmp_edge.cli.run import SOURCE_HELP
+
+    assert all(form.syntax in sources.GRAMMAR and form.syntax in SOURCE_HELP for form in sources.SOURCE_FORMS)
+    with pytest.raises(GrmpError) as info:
+        parse_source("ftp://camera.invalid/x")
+    assert str(info.value) == f"unknown source scheme 'ftp://'; a source is one of: {sources.GRAMMAR}"

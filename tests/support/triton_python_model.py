@@ -19,8 +19,8 @@ sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if
 import numpy as np  # noqa: E402 (after the path fix above)
 import triton_python_backend_utils as pb_utils  # noqa: E402 (provided by the Python backend's stub)
 
-from grmp_edge.runtime.backends import CPU_EP, INPUT_NAME, OUTPUT_NAME, OnnxRuntimeBackend  # noqa: E402
-from grmp_edge.spec import BundleFile  # noqa: E402
+from grmp_edge.runtime.onnxruntime_backend import CPU_EP, OnnxRuntimeBackend  # noqa: E402
+from grmp_edge.spec import INPUT_NAME, OUTPUT_NAME, BundleFile  # noqa: E402
 
 
 class TritonPythonModel:

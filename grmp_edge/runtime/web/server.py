@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Optional
 
 from grmp_edge.errors import GrmpError, opencv
-from grmp_edge.runtime.sinks import MetricsSink, Sink, _alarm_state, overlay_bgr, serve_http
+from grmp_edge.runtime.sinks import METRICS_CONTENT_TYPE, MetricsSink, Sink, overlay_bgr, send_body, serve_http
+from grmp_edge.runtime.source_state import SourceState
 from grmp_edge.runtime.sources import Frame, FrameSource
 
 STATIC = Path(__file__).with_name("static")
@@ -77,16 +78,14 @@ def encode_jpeg(frame: Frame, record: dict, degraded: bool, max_width: int = 960
 
 
 class _Tile:
-    """What the page shows of one source; guarded by the sink's lock (``encoding`` guards ``jpeg``)."""
+    """What the page shows of one source: its :class:`SourceState`, the chart's points, the latest
+    events and frame, and the latest picture; guarded by the sink's lock (``encoding`` guards ``jpeg``)."""
 
     def __init__(self, tile_id: str, name: str, history_s: float, events: int):
         self.id, self.name = tile_id, name
         self.history_s = history_s
-        self.record: Optional[dict] = None
+        self.state = SourceState()
         self.frame: Optional[Frame] = None
-        self.degraded = False
-        self.frames = 0
-        self.arrivals: collections.deque = collections.deque(maxlen=512)
         # (n, ts, score, smoothed); n numbers the points so that a viewer can be sent only newer ones
         self.points: collections.deque = collections.deque(maxlen=int(history_s / HISTORY_STEP_S) + events)
         self.points_total = 0
@@ -95,10 +94,8 @@ class _Tile:
         self.encoding = threading.Lock()
 
     def update(self, record: dict, frame: Frame, now: float) -> None:
-        self.record, self.frame = record, frame
-        self.degraded = _alarm_state(self.degraded, record)
-        self.frames += 1
-        self.arrivals.append(now)
+        self.state.update(record, now)
+        self.frame = frame
         ts = record["ts"]
         if record["event"]:
             self.events.append({"ts": ts, "frame": record["frame"], "event": record["event"],
@@ -113,25 +110,19 @@ class _Tile:
             while self.points[0][1] < ts - self.history_s:
                 self.points.popleft()
 
-    def fps(self, now: float) -> float:
-        recent = [t for t in self.arrivals if now - t <= FPS_WINDOW_S]
-        if len(recent) < 2 or recent[-1] <= recent[0]:
-            return 0.0
-        return (len(recent) - 1) / (recent[-1] - recent[0])
-
     def to_dict(self, now: float, since: int) -> dict:
-        record = self.record
+        record = self.state.record
         return {
             "id": self.id,
             "name": self.name,
-            "frames": self.frames,
+            "frames": self.state.frames,
             "frame": record["frame"],
             "ts": record["ts"],
             "media_s": record.get("media_s"),
             "score": record["score"],
             "smoothed": record["smoothed"],
-            "degraded": self.degraded,
-            "fps": round(self.fps(now), 2),
+            "degraded": self.state.degraded,
+            "fps": round(self.state.fps(now, FPS_WINDOW_S), 2),
             "latency_ms": record["latency_ms"],
             "events": list(self.events),
             "points_total": self.points_total,
@@ -230,7 +221,7 @@ class WebSink(Sink):
             tile = self._ids.get(tile_id)
             if tile is None:
                 return None
-            frame, record, degraded, frames = tile.frame, tile.record, tile.degraded, tile.frames
+            frame, record, degraded, frames = tile.frame, tile.state.record, tile.state.degraded, tile.state.frames
         with tile.encoding:  # viewers asking at once wait for one encoding instead of each making one
             encoded, at, data = tile.jpeg
             now = time.monotonic()
@@ -243,15 +234,15 @@ class WebSink(Sink):
         """Answer one GET (called on the connection's own thread)."""
         if path in self._static:
             body, content_type = self._static[path]
-            _send(handler, body, content_type)
+            send_body(handler, body, content_type)
         elif path == "/api/state":
-            _send(handler, json.dumps(self.state()).encode("utf-8"), "application/json")
+            send_body(handler, json.dumps(self.state()).encode("utf-8"), "application/json")
         elif path == "/api/stream":
             self._stream(handler)
         elif path == "/metrics" and self.metrics is not None:
-            _send(handler, self.metrics.render().encode("utf-8"), "text/plain; version=0.0.4; charset=utf-8")
+            send_body(handler, self.metrics.render().encode("utf-8"), METRICS_CONTENT_TYPE)
         elif (match := FRAME_PATH.fullmatch(path)) and (body := self.picture(match.group(1))) is not None:
-            _send(handler, body, "image/jpeg")
+            send_body(handler, body, "image/jpeg")
         else:
             handler.send_error(404)
 
@@ -285,12 +276,3 @@ class WebSink(Sink):
             self._changed.notify_all()  # open streams end now instead of at their next keepalive
         self._server.shutdown()
         self._server.server_close()
-
-
-def _send(handler: BaseHTTPRequestHandler, body: bytes, content_type: str) -> None:
-    handler.send_response(200)
-    handler.send_header("Content-Type", content_type)
-    handler.send_header("Content-Length", str(len(body)))
-    handler.send_header("Cache-Control", "no-store")
-    handler.end_headers()
-    handler.wfile.write(body)
