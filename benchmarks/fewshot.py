@@ -227,7 +227,7 @@ def centre_crops(records: list) -> np.ndarray:
     from grmp_edge.images import read_rgb
     from grmp_edge.preprocess import preprocess
     from grmp_edge.train.bootstrap import BACKBONE
-    from grmp_edge.train.model import model_spec
+    from grmp_edge.train.backbones import model_spec
 
     spec = model_spec(BACKBONE, "bootstrap").preprocess
     return np.stack([preprocess(read_rgb(r.image), spec) for r in records])
@@ -241,7 +241,8 @@ def hand_prompt_scores(crops: np.ndarray) -> np.ndarray:
 
     from grmp_edge.preprocess import normalize
     from grmp_edge.train.bootstrap import BACKBONE, ZERO_SHOT_PROMPTS
-    from grmp_edge.train.model import create_backbone, model_spec
+    from grmp_edge.train.backbones import model_spec
+    from grmp_edge.train.pretrained import create_backbone
 
     clip = create_backbone(BACKBONE, "bootstrap").eval()
     spec = model_spec(BACKBONE, "bootstrap").preprocess
@@ -261,7 +262,7 @@ def checkpoint_scores(checkpoint: Path, crops: np.ndarray) -> np.ndarray:
     import torch
 
     from grmp_edge.preprocess import normalize
-    from grmp_edge.train.model import load_checkpoint
+    from grmp_edge.train.checkpoint import load_checkpoint
 
     model = load_checkpoint(checkpoint).eval()
     with torch.no_grad():

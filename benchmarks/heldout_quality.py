@@ -97,7 +97,7 @@ def heldout_corpus(workers: int) -> tuple[list, dict[str, Path], float]:
 
 def bundle_scorer(bundle: Path, precision: str, threads: int):
     """``(score(batch_uint8) -> scores, spec, description)`` of a bundle on ONNX Runtime's CPU provider."""
-    from grmp_edge.runtime.backends import open_onnxruntime
+    from grmp_edge.runtime.onnxruntime_backend import open_onnxruntime
     from grmp_edge.runtime.bundle import load_bundle
 
     loaded = load_bundle(bundle)
@@ -111,7 +111,7 @@ def zero_shot_scorer(threads: int):
 
     from fewshot import hand_prompt_scores  # benchmarks/ is on the path when this script runs
     from grmp_edge.train.bootstrap import BACKBONE, ZERO_SHOT_PROMPTS
-    from grmp_edge.train.model import model_spec
+    from grmp_edge.train.backbones import model_spec
 
     torch.set_num_threads(threads)
     return (hand_prompt_scores, model_spec(BACKBONE, "bootstrap").preprocess,

@@ -92,7 +92,8 @@ def main(argv: list[str]) -> int:
     from grmp_edge.data.pristine import bundled_photos
     from grmp_edge.data.synth import synthesize
     from grmp_edge.train import bootstrap
-    from grmp_edge.train.model import create_backbone, model_spec
+    from grmp_edge.train.backbones import model_spec
+    from grmp_edge.train.pretrained import create_backbone
 
     console = Console()
     torch.set_num_threads(args.threads)

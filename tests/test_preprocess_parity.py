@@ -21,7 +21,8 @@ from grmp_edge.export.onnx_export import export_onnx  # noqa: E402
 from grmp_edge.preprocess import preprocess  # noqa: E402
 from grmp_edge.spec import PreprocessSpec  # noqa: E402
 from grmp_edge.train.datasets import QualityDataset  # noqa: E402
-from grmp_edge.train.model import build_model, model_spec  # noqa: E402
+from grmp_edge.train.backbones import model_spec  # noqa: E402
+from grmp_edge.train.model import build_model  # noqa: E402
 
 
 @pytest.mark.parametrize("policy", ["clip", "release"])

@@ -13,7 +13,6 @@ from typing import List, Optional
 import typer
 
 from grmp_edge.errors import GrmpError
-from grmp_edge.runs import discard_on_failure
 
 _HELP_PANEL_META = "Meta pre-training"
 _HELP_PANEL_FT = "Fine-tuning and protocol"
@@ -58,91 +57,57 @@ def train(
     Writes runs/train/<name>/: best/ (checkpoint), meta/, results.json, metrics.jsonl, config.json.
 
     Options marked "per backbone" default to the paper's ViT-B/16 schedule (50 meta epochs, up to
-    2000 fine-tuning epochs, 100 prompt tokens, 10 splits), except on grmp-tiny, which gets the
-    quickstart's tuned settings (a few meta epochs, 16 prompt tokens, one split: minutes on a CPU).
+    2000 fine-tuning epochs, 100 prompt tokens, 10 splits), except on grmp-tiny, which gets its own
+    tuned schedule, the quickstart's (a few meta epochs, 16 prompt tokens, one split: minutes on a CPU).
     config.json records the values used.
     """
-    from grmp_edge.train.distributed import setup_runtime
-    from grmp_edge.train.finetune import FinetuneConfig
-    from grmp_edge.train.meta import MetaConfig
-    from grmp_edge.train.protocol import ProtocolConfig, TrainPlan, check_plan, run_training
+    options = dict(locals())  # every option by name; _plan reads them
+    from grmp_edge.train.run import run_plan
 
-    if stage is None:
-        stage = "finetune" if checkpoint else "all"
-    if checkpoint is not None and not (checkpoint / "spec.json").is_file():
-        raise GrmpError(f"--checkpoint {checkpoint} is not a checkpoint folder (no spec.json)")
-    model = _model_fields(checkpoint, backbone=backbone, pretrained=pretrained, vpt_tokens=vpt_tokens,
-                          n_ctx=n_ctx, preprocess=preprocess)
-    backbone, pretrained, vpt_tokens, n_ctx, preprocess = (model[k] for k in MODEL_FIELDS)
-    given = dict(meta_epochs=meta_epochs, meta_lr=meta_lr, meta_eps=meta_eps, support_batch=support_batch,
-                 query_batch=query_batch, shots=shots, splits=splits, epochs=epochs, lr=lr,
-                 unfreeze_blocks=unfreeze_blocks)
-    chosen = {**backbone_defaults(backbone), **{k: v for k, v in given.items() if v is not None}}
-    meta_epochs, meta_lr, meta_eps, support_batch, query_batch, shots, splits, epochs, lr, unfreeze_blocks = (
-        chosen[k] for k in given)
-    vpt_tokens = chosen["vpt_tokens"] if vpt_tokens is None else vpt_tokens
-    _check_ranges(meta_epochs=meta_epochs, meta_lr=meta_lr, meta_eps=meta_eps, support_batch=support_batch,
-                  query_batch=query_batch, lam=lam, shots=shots, splits=splits, val_size=val_size, epochs=epochs,
-                  lr=lr, batch_size=batch_size, patience=patience, unfreeze_blocks=unfreeze_blocks,
-                  vpt_tokens=vpt_tokens, n_ctx=n_ctx, workers=workers, seed=seed)
-    plan = TrainPlan(
-        data=str(data) if data else None,
-        meta_data=[str(m) for m in meta_data],
-        stage=stage,
-        backbone=backbone,
-        pretrained=None if pretrained is None or pretrained.lower() == "none" else pretrained,
-        checkpoint=str(checkpoint) if checkpoint else None,
-        n_ctx=n_ctx,
-        vpt_tokens=vpt_tokens,
-        preprocess=preprocess,
-        seed=seed,
-        meta=MetaConfig(algo=meta_algo, epochs=meta_epochs, support_batch=support_batch, query_batch=query_batch,
-                        inner_lr=meta_lr, eps=meta_eps, holdout_fraction=holdout_fraction, seed=seed, workers=workers),
-        finetune=FinetuneConfig(lam=lam, lr=lr, batch_size=batch_size, max_epochs=epochs, patience=patience,
-                                unfreeze_blocks=unfreeze_blocks, seed=seed, workers=workers),
-        protocol=ProtocolConfig(shots=shots, splits=splits, val_size=val_size, seed=seed),
-    )
-    plan.meta.check()
-    plan.finetune.check()
-    check_plan(plan)
-    if rebuild:
-        if pretrained != "bootstrap":
-            raise GrmpError("--rebuild rebuilds the offline bootstrap weights: use it with --pretrained bootstrap")
-        from grmp_edge.train.bootstrap import bootstrap_weights
-
-        bootstrap_weights(rebuild=True)
-    runtime = setup_runtime(device, precision)
-    try:
-        run_dir = runtime.broadcast_object(_run_dir(name, resume) if runtime.is_main else None)
-        echo = typer.echo if runtime.is_main else (lambda *_: None)
-        echo(f"run folder: {run_dir}  (device {runtime.device}, {runtime.precision}, "
-             f"{runtime.world_size} process{'es' if runtime.world_size > 1 else ''})")
-        # A new run that fails before it has anything to resume leaves no folder to block its name.
-        fresh = not resume and runtime.is_main
-        with discard_on_failure(Path(run_dir), keep=lambda path: not fresh or _resumable(path)):
-            results = run_training(plan, Path(run_dir), runtime, resume=resume, echo=echo)
-        if runtime.is_main:
-            _print_results(results, Path(run_dir))
-    finally:
-        runtime.close()
+    result = run_plan(_plan(options), name=name, resume=resume, device=device, precision=precision,
+                      rebuild_bootstrap=rebuild, echo=typer.echo)
+    if result is not None:  # the other torchrun ranks only help
+        _print_results(result)
 
 
 # The options a checkpoint fixes: it is a trained model of one backbone with one prompt size.
 MODEL_FIELDS = ("backbone", "pretrained", "vpt_tokens", "n_ctx", "preprocess")
-# The paper's schedule (ViT-B/16 on real datasets): every backbone's defaults unless it has its own.
-PAPER_DEFAULTS = {"meta_epochs": 50, "meta_lr": 1e-4, "meta_eps": 0.01, "support_batch": 75, "query_batch": 50,
-                  "shots": 50, "splits": 10, "epochs": 2000, "lr": 1e-3, "unfreeze_blocks": 4, "vpt_tokens": 100}
+# Each numeric option's range (NaN and infinity are out of every range).
+RANGES = {"meta_epochs": (0, 100_000), "meta_lr": (1e-12, 10.0), "meta_eps": (0.0, 1.0),
+          "support_batch": (1, 65_536), "query_batch": (1, 65_536), "lam": (0.0, 1e6), "shots": (2, 10_000_000),
+          "splits": (1, 10_000), "val_size": (0, 10_000_000), "epochs": (0, 1_000_000), "lr": (1e-12, 10.0),
+          "batch_size": (1, 65_536), "patience": (0, 1_000_000), "unfreeze_blocks": (0, 1000),
+          "vpt_tokens": (0, 10_000), "n_ctx": (1, 64), "workers": (0, 256), "seed": (0, 2**32 - 1)}
 
 
-def backbone_defaults(backbone: str) -> dict:
-    """The per-backbone defaults of the schedule options: the paper's, and on grmp-tiny the
-    quickstart's tuned settings, read from its preset (their one home) so the two never drift."""
-    defaults = dict(PAPER_DEFAULTS)
-    if backbone == "grmp-tiny":
-        from grmp_edge.quickstart import PRESETS
+def _plan(options: dict):
+    """The :class:`~grmp_edge.train.run.TrainPlan` the options describe: a checkpoint fixes the model
+    options, the backbone's schedule fills the schedule options left out, every number is range-checked."""
+    from dataclasses import fields
 
-        defaults.update(PRESETS["full"].train_settings())
-    return defaults
+    from grmp_edge.limits import check_range
+    from grmp_edge.train.run import TrainPlan
+    from grmp_edge.train.schedules import Schedule, default_schedule
+
+    checkpoint = options["checkpoint"]
+    if checkpoint is not None and not (checkpoint / "spec.json").is_file():
+        raise GrmpError(f"--checkpoint {checkpoint} is not a checkpoint folder (no spec.json)")
+    o = {**options, **_model_fields(checkpoint, **{k: options[k] for k in MODEL_FIELDS})}
+    for key, value in default_schedule(o["backbone"]).to_dict().items():
+        o[key] = value if o[key] is None else o[key]
+    for key, (low, high) in RANGES.items():
+        check_range(f"--{key.replace('_', '-')}", o[key], low, high)
+    pretrained = o["pretrained"]
+    schedule = Schedule(**{f.name: o[f.name] for f in fields(Schedule)})
+    return TrainPlan.scheduled(
+        schedule, data=str(o["data"]) if o["data"] else None, meta_data=[str(m) for m in o["meta_data"]],
+        seed=o["seed"], workers=o["workers"], stage=o["stage"] or ("finetune" if checkpoint else "all"),
+        backbone=o["backbone"], pretrained=None if pretrained is None or pretrained.lower() == "none" else pretrained,
+        checkpoint=str(checkpoint) if checkpoint else None, n_ctx=o["n_ctx"], preprocess=o["preprocess"],
+        meta_options={"algo": o["meta_algo"], "holdout_fraction": o["holdout_fraction"]},
+        finetune_options={"lam": o["lam"], "batch_size": o["batch_size"], "patience": o["patience"]},
+        protocol_options={"val_size": o["val_size"]},
+    )
 
 
 def _model_fields(checkpoint: Optional[Path], **given) -> dict:
@@ -163,47 +128,19 @@ def _model_fields(checkpoint: Optional[Path], **given) -> dict:
     return saved
 
 
-def _check_ranges(**values) -> None:
-    """One-line errors for numeric options out of range (NaN and infinity included), before any work."""
-    from grmp_edge.limits import check_range
-
-    bounds = {"meta_epochs": (0, 100_000), "meta_lr": (1e-12, 10.0), "meta_eps": (0.0, 1.0),
-              "support_batch": (1, 65_536), "query_batch": (1, 65_536), "lam": (0.0, 1e6), "shots": (2, 10_000_000),
-              "splits": (1, 10_000), "val_size": (0, 10_000_000), "epochs": (0, 1_000_000), "lr": (1e-12, 10.0),
-              "batch_size": (1, 65_536), "patience": (0, 1_000_000), "unfreeze_blocks": (0, 1000),
-              "vpt_tokens": (0, 10_000), "n_ctx": (1, 64), "workers": (0, 256), "seed": (0, 2**32 - 1)}
-    for key, value in values.items():
-        check_range(f"--{key.replace('_', '-')}", value, *bounds[key])
-
-
-def _resumable(run_dir: Path) -> bool:
-    """Whether a failed run folder holds finished work that ``--resume`` would keep."""
-    return any((run_dir / name).exists() for name in ("state.json", "meta_state.pt", "meta", "best"))
-
-
-def _run_dir(name: str | None, resume: bool) -> str:
-    from grmp_edge.runs import latest_run, new_run_dir, slug
-
-    if resume and not name:
-        return str(latest_run("train", "config.json"))
-    if resume and name:
-        return str(new_run_dir("train", slug(name), exist_ok=True))
-    return str(new_run_dir("train", slug(name) if name else None,
-                           remedy="pick another --name, or pass --resume to continue it"))
-
-
-def _print_results(results: dict, run_dir: Path) -> None:
+def _print_results(result) -> None:
     from rich.console import Console
 
     console = Console()
-    if "summary" in results:
-        console.print(_metrics_table(results["summary"], f"test metrics over {len(results['splits'])} split(s)",
-                                     results.get("initial_summary")))
-    elif results.get("meta"):
-        meta = results["meta"]
-        console.print(f"meta pre-training: kept epoch {meta['best_epoch']} of {meta['epochs']} ({meta['selection']})")
-    console.print(f"best checkpoint: {run_dir / 'best'}")
-    console.print(f"next: grmp-edge export --checkpoint {run_dir / 'best'}")
+    best = result.run_dir / "best"
+    if result.summary is not None:
+        console.print(_metrics_table(result.summary, f"test metrics over {len(result.splits)} split(s)",
+                                     result.initial_summary))
+    elif result.meta is not None:
+        meta = result.meta
+        console.print(f"meta pre-training: kept epoch {meta.best_epoch} of {meta.epochs} ({meta.selection})")
+    console.print(f"best checkpoint: {best}")
+    console.print(f"next: grmp-edge export --checkpoint {best}")
 
 
 def _metrics_table(summary: dict, title: str, initial: dict | None = None):
@@ -236,18 +173,17 @@ def evaluate(
     from grmp_edge.limits import check_range
     from grmp_edge.runs import latest_run
     from grmp_edge.spec import MAX_CROPS
-    from grmp_edge.train.protocol import evaluate_checkpoint
+    from grmp_edge.train.evaluate import evaluate_checkpoint
 
     check_range("--batch-size", batch_size, 1, 65_536)
     check_range("--crops", crops, 1, MAX_CROPS)
     if checkpoint is None:
         checkpoint = latest_run("train", "best/spec.json") / "best"
-    metrics = evaluate_checkpoint(checkpoint, data, device=device, batch_size=batch_size, crops=crops)
-    per_image = metrics.pop("crops")
+    scored = evaluate_checkpoint(checkpoint, data, device=device, batch_size=batch_size, crops=crops)
     how = "the checkpoint's crop plan" if crops is None else "--crops"
-    table = Table(title=f"{checkpoint} on {data} ({metrics.pop('n')} images, {per_image} crop(s) each: {how})")
+    table = Table(title=f"{checkpoint} on {data} ({scored.n} images, {scored.crops} crop(s) each: {how})")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for metric, value in metrics.items():
+    for metric, value in scored.metrics.items():
         table.add_row(metric, f"{value:.4f}")
     Console().print(table)

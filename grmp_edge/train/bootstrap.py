@@ -36,12 +36,12 @@ from grmp_edge.artifacts import cache_root
 from grmp_edge.data.distortions import DISTORTIONS
 from grmp_edge.errors import GrmpError, require
 from grmp_edge.spec import PreprocessSpec
+from grmp_edge.train.backbones import GRMP_TINY as BACKBONE
 
 torch = require("torch")
 open_clip = require("open_clip")
 F = torch.nn.functional
 
-BACKBONE = "grmp-tiny"
 # One type per family (blur, colour, compression, noise, spatial), never used to build the shipped weights.
 HELD_OUT_TYPES = ("lens_blur", "color_saturation_2", "jpeg2000", "impulse_noise", "pixelate")
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "grmp-tiny-bootstrap.safetensors"
@@ -199,7 +199,7 @@ class CaptionedCorpus:
         from grmp_edge.images import read_rgb
         from grmp_edge.data.manifest import load_manifest
         from grmp_edge.preprocess import resize
-        from grmp_edge.train.model import model_spec
+        from grmp_edge.train.backbones import model_spec
 
         manifest = Path(manifest)
         records = load_manifest(manifest)
@@ -273,7 +273,7 @@ def train_contrastive(clip, corpus: CaptionedCorpus, minutes: float | None = Non
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from grmp_edge.preprocess import normalize
-    from grmp_edge.train.model import backbone_config, image_size_of, model_spec, tokenizer_for
+    from grmp_edge.train.backbones import backbone_config, image_size_of, model_spec, tokenizer_for
 
     if minutes is None and steps is None:
         raise GrmpError("give the bootstrap a budget: minutes and/or steps")
@@ -354,7 +354,7 @@ def build_bootstrap(out: str | Path, sources: Sequence[str | Path], types: Seque
     ``steps`` and save fp16 weights to ``out``. The corpus goes to ``work_dir`` (reused when rerun).
     Returns the history."""
     from grmp_edge.data.synth import synthesize
-    from grmp_edge.train.model import create_backbone
+    from grmp_edge.train.backbones import backbone_config, clip_from_config
 
     types = list(DISTORTIONS if types is None else types)
     work_dir = Path(work_dir) if work_dir is not None else Path(out).parent / "corpus"
@@ -362,7 +362,7 @@ def build_bootstrap(out: str | Path, sources: Sequence[str | Path], types: Seque
                           progress=progress)
     corpus = CaptionedCorpus.from_manifest(manifest, workers=workers or 2)
     torch.manual_seed(seed)
-    clip = create_backbone(BACKBONE, None)
+    clip = clip_from_config(backbone_config(BACKBONE), BACKBONE)
     history = train_contrastive(clip, corpus, minutes=minutes, steps=steps, seed=seed, batch_size=batch_size,
                                 lr=lr, patch_dropout=patch_dropout, bf16=bf16, device=device, progress=progress)
     save_weights(clip, out, {"steps": history["steps"], "seed": seed, "types": ",".join(types)})

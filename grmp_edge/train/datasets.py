@@ -8,7 +8,7 @@
 * Training augmentation: the same :func:`~grmp_edge.preprocess.resize`, then a random
   ``size`` crop and a horizontal flip drawn from ``(seed, epoch, index)``, so it is reproducible and
   independent of worker count, rank and iteration order.
-* Labels: the set's scores min-max normalised to [0, 1] (GRMP_SPEC section 2), higher = better.
+* Labels: the set's scores min-max normalised to [0, 1] (``docs/method.md``, "Meta-prompt pre-training"), higher = better.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Few-shot fine-tuning with quality-aware gradient regularisation (GRMP_SPEC section 3).
+"""Few-shot fine-tuning with quality-aware gradient regularisation (``docs/method.md``, "QGR fine-tuning").
 
 Trainable: ``model.finetune_parameters(k)`` (text context, last ``k`` blocks of both towers, final
 LayerNorms); the visual prompts stay at their meta-learned values. SGD (lr 1e-3, weight decay 1e-4),
@@ -27,7 +27,7 @@ from grmp_edge.train.qgr import SceneTeacher, qgr_step
 
 @dataclass
 class FinetuneConfig:
-    """Fine-tuning settings; defaults are the release's (section 3)."""
+    """Fine-tuning settings; defaults are the release's (``docs/method.md``, "QGR fine-tuning")."""
 
     lam: float = 5.0
     lr: float = 1e-3
@@ -74,6 +74,67 @@ def validation_metrics(model, dataset: QualityDataset, runtime: Runtime) -> dict
     return {"srcc": s, "plcc": p, "score": s + p}
 
 
+def _validate(model, val_set: QualityDataset | None, runtime: Runtime) -> dict | None:
+    """Rank 0's :func:`validation_metrics`, on every rank; None without a validation set."""
+    if val_set is None:
+        return None
+    metrics = validation_metrics(model, val_set, runtime) if runtime.is_main else None
+    return runtime.broadcast_object(metrics)
+
+
+class _QGRTrainer:
+    """The trained tensors, the frozen scene teacher (none when ``lam`` is 0), SGD and its plateau
+    schedule: one :meth:`epoch` of QGR steps at a time."""
+
+    def __init__(self, model, params: list, cfg: FinetuneConfig, runtime: Runtime):
+        self.model, self.params, self.cfg, self.runtime = model, params, cfg, runtime
+        self.teacher = SceneTeacher(model) if cfg.lam != 0 else None
+        self.optimizer = torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="max", factor=cfg.lr_decay, patience=cfg.patience, threshold=0.0)
+        self.scaler = runtime.grad_scaler()
+
+    @property
+    def lr(self) -> float:
+        """The current learning rate."""
+        return self.optimizer.param_groups[0]["lr"]
+
+    def epoch(self, loader, epoch: int) -> dict[str, float]:
+        """One pass over ``loader``; the mean of each step statistic (losses, gradient cosine)."""
+        runtime = self.runtime
+        set_loader_epoch(loader, epoch)
+        self.model.train()
+        steps = [qgr_step(self.model, self.teacher, images.to(runtime.device, non_blocking=True),
+                          labels.to(runtime.device, non_blocking=True), self.params, self.optimizer, self.cfg.lam,
+                          scaler=self.scaler, autocast=runtime.autocast, reduce=runtime.all_reduce_mean_)
+                 for images, labels in loader]
+        return {k: float(np.mean([s[k] for s in steps])) for k in steps[0]}
+
+
+@dataclass
+class _Selection:
+    """The best validation epoch so far and a copy of its trained tensors."""
+
+    params: list
+    best: dict | None
+    best_epoch: int = 0
+
+    def __post_init__(self) -> None:
+        self.weights = [p.detach().clone() for p in self.params]
+
+    def offer(self, epoch: int, val: dict) -> None:
+        """Keep this epoch's weights if its validation score beats the best so far."""
+        if val["score"] > self.best["score"]:
+            self.best, self.best_epoch = val, epoch
+            self.weights = [p.detach().clone() for p in self.params]
+
+    def restore(self) -> None:
+        """Put the kept weights back into the trained tensors."""
+        with torch.no_grad():
+            for p, v in zip(self.params, self.weights):
+                p.copy_(v)
+
+
 def finetune(model, train_records: Sequence, val_records: Sequence, cfg: FinetuneConfig, runtime: Runtime,
              log: Callable[[dict], None] | None = None, cache: ResizedImageCache | None = None) -> FinetuneResult:
     """Fine-tune ``model`` in place on ``train_records``; on return it holds the selected weights.
@@ -88,56 +149,31 @@ def finetune(model, train_records: Sequence, val_records: Sequence, cfg: Finetun
     cache = cache if cache is not None else ResizedImageCache(spec)
     params = list(model.finetune_parameters(cfg.unfreeze_blocks))
     freeze_all_but(model, params)
-    teacher = SceneTeacher(model) if cfg.lam != 0 else None
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_decay,
-                                                           patience=cfg.patience, threshold=0.0)
-    scaler = runtime.grad_scaler()
+    trainer = _QGRTrainer(model, params, cfg, runtime)
     train_set = QualityDataset(train_records, spec, train=True, seed=cfg.seed, cache=cache)
     loader = make_loader(train_set, cfg.batch_size, True, cfg.seed, runtime, cfg.workers)
     val_set = QualityDataset(val_records, spec, train=False, cache=cache) if len(val_records) else None
-
-    def validate() -> dict | None:
-        if val_set is None:
-            return None
-        metrics = validation_metrics(model, val_set, runtime) if runtime.is_main else None
-        return runtime.broadcast_object(metrics)
-
-    best_state = [p.detach().clone() for p in params]
-    best = validate()
-    best_epoch, history, stop_reason, epoch = 0, [], "max_epochs", 0
+    selection = _Selection(params, _validate(model, val_set, runtime))
+    history, stop_reason, epoch = [], "max_epochs", 0
     for epoch in range(1, cfg.max_epochs + 1):
-        set_loader_epoch(loader, epoch)
-        model.train()
-        steps = []
-        for images, labels in loader:
-            steps.append(qgr_step(model, teacher, images.to(runtime.device, non_blocking=True),
-                                  labels.to(runtime.device, non_blocking=True), params, optimizer, cfg.lam,
-                                  scaler=scaler, autocast=runtime.autocast, reduce=runtime.all_reduce_mean_))
-        lr = optimizer.param_groups[0]["lr"]
-        record = {"stage": "finetune", "epoch": epoch, "lr": lr}
-        record.update({k: float(np.mean([s[k] for s in steps])) for k in steps[0]})
-        val = validate()
+        record = {"stage": "finetune", "epoch": epoch, "lr": trainer.lr, **trainer.epoch(loader, epoch)}
+        val = _validate(model, val_set, runtime)
         if val is None:
-            best_epoch = epoch
+            selection.best_epoch = epoch  # a fixed budget: the last epoch is the one kept
         else:
             record.update({"val_srcc": val["srcc"], "val_plcc": val["plcc"]})
-            if val["score"] > best["score"]:
-                best, best_epoch = val, epoch
-                best_state = [p.detach().clone() for p in params]
-            scheduler.step(val["score"])
-        record["best_epoch"] = best_epoch
+            selection.offer(epoch, val)
+            trainer.scheduler.step(val["score"])
+        record["best_epoch"] = selection.best_epoch
         history.append(record)
         if log is not None and runtime.is_main:
             log(record)
-        if optimizer.param_groups[0]["lr"] < cfg.min_lr:
+        if trainer.lr < cfg.min_lr:
             stop_reason = "min_lr"
             break
     if val_set is not None:
-        with torch.no_grad():
-            for p, v in zip(params, best_state):
-                p.copy_(v)
+        selection.restore()
     model.eval()
-    best_val = None if best is None else {"srcc": best["srcc"], "plcc": best["plcc"]}
-    return FinetuneResult(epochs=epoch, best_epoch=best_epoch, best_val=best_val, stop_reason=stop_reason,
-                          history=history)
+    best = selection.best
+    return FinetuneResult(epochs=epoch, best_epoch=selection.best_epoch, stop_reason=stop_reason, history=history,
+                          best_val=None if best is None else {"srcc": best["srcc"], "plcc": best["plcc"]})

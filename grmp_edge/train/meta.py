@@ -1,6 +1,8 @@
-"""Meta-prompt pre-training (GRMP_SPEC section 2): first-order meta-learning of the prompt parameters.
+"""Meta-prompt pre-training: first-order meta-learning of the prompt parameters
+(``docs/method.md``, "Meta-prompt pre-training").
 
-Tasks are the groups (distortion types) of one or more source manifests. Three algorithms:
+Tasks are the groups (distortion types) of one or more source manifests. Three algorithms (:data:`ALGORITHMS`), each an inner loop per task
+and a rule for the working copy after the outer step:
 
 * ``continual`` - what the GRMP release computes. The working copy ``phi`` is copied from the meta
   weights ``theta`` once, before training, and never reset: not between tasks, not after the outer
@@ -31,6 +33,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from grmp_edge.data.manifest import groups
 from grmp_edge.errors import GrmpError
@@ -39,12 +42,11 @@ from grmp_edge.train.datasets import QualityDataset, ResizedImageCache, make_loa
 from grmp_edge.train.distributed import Runtime
 from grmp_edge.train.qgr import quality_loss, qgr_step
 
-META_ALGOS = ("continual", "continual-reset", "reptile")
 
 
 @dataclass
 class MetaConfig:
-    """Meta pre-training settings; defaults are the release's (section 2)."""
+    """Meta pre-training settings; defaults are the release's (``docs/method.md``, "Meta-prompt pre-training")."""
 
     algo: str = "continual"
     epochs: int = 50
@@ -169,6 +171,155 @@ def _snapshot(params: Sequence[torch.nn.Parameter]) -> list[torch.Tensor]:
     return [p.detach().clone() for p in params]
 
 
+class _MetaRun:
+    """What meta pre-training carries from task to task and epoch to epoch: the trained prompt
+    parameters (holding ``phi``, the working copy), the meta weights ``theta``, the first source's
+    inner Adam, the selection so far and the history; and the one inner step every algorithm takes."""
+
+    def __init__(self, model, cfg: MetaConfig, runtime: Runtime):
+        self.model, self.cfg, self.runtime = model, cfg, runtime
+        self.spec = model.spec.preprocess
+        self.params = list(model.prompt_parameters())
+        freeze_all_but(model, self.params)
+        runtime.broadcast_(self.params)
+        self.theta = _snapshot(self.params)
+        self.phi = _snapshot(self.params)
+        # The release's inner Adam for the first source: made once, before training (later sources and
+        # every reptile task get a fresh one per task).
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.inner_lr)
+        self.scaler = runtime.grad_scaler()
+        self.cache = ResizedImageCache(self.spec)
+        self.start, self.best_epoch, self.best_score, self.best_theta = 0, 0, None, _snapshot(self.params)
+        self.history: list[dict] = []
+        self.support_losses: list[float] = []
+        self.query_losses: list[float] = []
+
+    def fresh_adam(self) -> torch.optim.Optimizer:
+        """A new inner Adam over the prompt parameters (no state carried over)."""
+        return torch.optim.Adam(self.params, lr=self.cfg.inner_lr)
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor, opt: torch.optim.Optimizer) -> float:
+        """One inner step on a batch (the quality loss only: QGR's rule with lambda 0); its loss."""
+        runtime = self.runtime
+        stats = qgr_step(self.model, None, images.to(runtime.device, non_blocking=True),
+                         labels.to(runtime.device, non_blocking=True), self.params, opt, lam=0.0,
+                         scaler=self.scaler, autocast=runtime.autocast, reduce=runtime.all_reduce_mean_)
+        return stats["loss_q"]
+
+    def resume(self, state_path: Path | None) -> None:
+        """Continue from the state file of an interrupted run, if there is one."""
+        if state_path is None or not Path(state_path).is_file():
+            return
+        state = torch.load(state_path, map_location=self.runtime.device, weights_only=False)
+        self.start, self.best_epoch, self.best_score = state["epoch"], state["best_epoch"], state["best_score"]
+        self.history = state["history"]
+        # State files from before phi was kept end their epochs with phi == theta (every algorithm then reset it).
+        self.theta, self.phi, self.best_theta = state["theta"], state.get("phi", state["theta"]), state["best_theta"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+    def save(self, state_path: Path, epoch: int) -> None:
+        """Write what a resumed run needs after ``epoch`` epochs."""
+        _save_state(state_path, {
+            "epoch": epoch, "best_epoch": self.best_epoch, "best_score": self.best_score,
+            "history": self.history, "theta": self.theta, "phi": self.phi, "best_theta": self.best_theta,
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
+        })
+
+
+@dataclass
+class _TaskData:
+    """One task's support and query batches for this epoch."""
+
+    support: DataLoader
+    query: DataLoader
+
+
+def _continual_task(run: _MetaRun, task: _TaskData, first_source: bool) -> None:
+    """The release's inner loop: from wherever ``phi`` is, an Adam step on each support batch, each
+    followed by one on the next query batch; the first source's tasks share the run's Adam."""
+    opt = run.optimizer if first_source else run.fresh_adam()
+    queries = itertools.cycle(task.query)
+    for images, labels in task.support:
+        run.support_losses.append(run.step(images, labels, opt))
+        q_images, q_labels = next(queries)
+        run.query_losses.append(run.step(q_images, q_labels, opt))
+
+
+def _reptile_task(run: _MetaRun, task: _TaskData, first_source: bool) -> None:
+    """Textbook Reptile: ``phi`` restarts at ``theta`` with a fresh Adam, steps on the support batches
+    only, and the query set only scores the adapted prompts."""
+    _assign(run.params, run.theta)
+    opt = run.fresh_adam()
+    for images, labels in task.support:
+        run.support_losses.append(run.step(images, labels, opt))
+    run.query_losses.append(_query_loss(run.model, task.query, run.runtime))
+
+
+@dataclass(frozen=True)
+class MetaAlgorithm:
+    """How an algorithm adapts the working copy to one task, and whether the working copy restarts
+    from the new meta weights after each outer step."""
+
+    adapt: Callable[[_MetaRun, _TaskData, bool], None]
+    restart_after_outer_step: bool
+
+
+ALGORITHMS = {
+    "continual": MetaAlgorithm(_continual_task, restart_after_outer_step=False),
+    "continual-reset": MetaAlgorithm(_continual_task, restart_after_outer_step=True),
+    "reptile": MetaAlgorithm(_reptile_task, restart_after_outer_step=True),
+}
+META_ALGOS = tuple(ALGORITHMS)  # the release's first: the default
+
+
+def _task_data(run: _MetaRun, task: Task, epoch: int, rng: np.random.Generator) -> _TaskData:
+    """A fresh support/query split of ``task`` and its loaders (seeded from ``rng``)."""
+    cfg = run.cfg
+    task_seed = int(rng.integers(2**31))
+    support, query = split_task(task, cfg.support_fraction, rng)
+    support_set = QualityDataset(support, run.spec, train=True, seed=task_seed, cache=run.cache)
+    query_set = QualityDataset(query, run.spec, train=False, cache=run.cache)
+    support_set.set_epoch(epoch)
+    return _TaskData(make_loader(support_set, cfg.support_batch, True, task_seed, run.runtime, cfg.workers),
+                     make_loader(query_set, cfg.query_batch, True, task_seed + 1, run.runtime, cfg.workers))
+
+
+def _source_pass(run: _MetaRun, algorithm: MetaAlgorithm, tasks: list[Task], first_source: bool, epoch: int,
+                 rng: np.random.Generator) -> None:
+    """Adapt to every task of one source in shuffled order, then the outer step:
+    ``theta <- theta - eps * mean(theta - phi at each task's end)``."""
+    diffs = [torch.zeros_like(t) for t in run.theta]
+    for t_index in rng.permutation(len(tasks)):
+        algorithm.adapt(run, _task_data(run, tasks[t_index], epoch, rng), first_source)
+        with torch.no_grad():
+            for d, t, p in zip(diffs, run.theta, run.params):
+                d += t - p
+    with torch.no_grad():
+        run.theta = [t - run.cfg.eps * d / len(tasks) for t, d in zip(run.theta, diffs)]
+    if algorithm.restart_after_outer_step:
+        _assign(run.params, run.theta)
+
+
+def _select(run: _MetaRun, heldout: Sequence[Task], epoch: int) -> float | None:
+    """Score ``theta`` on the held-out tasks (rank 0) and keep it if it is the best so far; with no
+    held-out tasks every epoch replaces the last. Leaves ``phi`` in the parameters."""
+    score = None
+    if heldout:
+        _assign(run.params, run.theta)
+        if run.runtime.is_main:
+            score = heldout_score(run.model, heldout, run.spec, run.runtime, run.cache)
+        score = run.runtime.broadcast_object(score)
+        _assign(run.params, run.phi)
+        run.model.train()
+    improved = score is not None and (run.best_score is None or score > run.best_score)
+    # Until some epoch has a held-out score (all held-out scores constant), keep the latest.
+    if not heldout or improved or run.best_score is None:
+        run.best_epoch, run.best_score, run.best_theta = epoch + 1, score, [t.clone() for t in run.theta]
+    return score
+
+
 def meta_train(model, sources: Sequence[Sequence], cfg: MetaConfig, runtime: Runtime,
                source_names: Sequence[str] | None = None, state_path: Path | None = None,
                log: Callable[[dict], None] | None = None) -> MetaResult:
@@ -179,108 +330,37 @@ def meta_train(model, sources: Sequence[Sequence], cfg: MetaConfig, runtime: Run
     ``log`` receives one dict per epoch (rank 0 only).
     """
     cfg.check()
-    spec = model.spec.preprocess
-    tasks = source_tasks(sources, source_names)
-    train_sources, heldout = hold_out_tasks(tasks, cfg.holdout_fraction, cfg.seed)
-    selection = "heldout" if heldout else "last"
-    params = list(model.prompt_parameters())
-    freeze_all_but(model, params)
-    runtime.broadcast_(params)
-    theta = _snapshot(params)
-    phi = _snapshot(params)
-    # The release's inner Adam for the first source: made once, before training (later sources and
-    # every reptile task get a fresh one per task).
-    optimizer = torch.optim.Adam(params, lr=cfg.inner_lr)
-    scaler = runtime.grad_scaler()
-    cache = ResizedImageCache(spec)
-    start, best_epoch, best_score, best_theta, history = 0, 0, None, _snapshot(params), []
-    if state_path is not None and Path(state_path).is_file():
-        state = torch.load(state_path, map_location=runtime.device, weights_only=False)
-        start, best_epoch, best_score, history = state["epoch"], state["best_epoch"], state["best_score"], state["history"]
-        # State files from before phi was kept end their epochs with phi == theta (every algorithm then reset it).
-        theta, phi, best_theta = state["theta"], state.get("phi", state["theta"]), state["best_theta"]
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-    _assign(params, phi)
-
-    def step(images: torch.Tensor, labels: torch.Tensor, opt: torch.optim.Optimizer) -> float:
-        stats = qgr_step(model, None, images.to(runtime.device, non_blocking=True),
-                         labels.to(runtime.device, non_blocking=True), params, opt, lam=0.0,
-                         scaler=scaler, autocast=runtime.autocast, reduce=runtime.all_reduce_mean_)
-        return stats["loss_q"]
-
+    train_sources, heldout = hold_out_tasks(source_tasks(sources, source_names), cfg.holdout_fraction, cfg.seed)
+    algorithm = ALGORITHMS[cfg.algo]
+    run = _MetaRun(model, cfg, runtime)
+    run.resume(state_path)
+    _assign(run.params, run.phi)
     model.train()
-    for epoch in range(start, cfg.epochs):
+    for epoch in range(run.start, cfg.epochs):
         rng = np.random.default_rng([cfg.seed, epoch])
         # Dropout draws from torch's global generator: seeding it per epoch makes a resumed run
         # repeat exactly what an uninterrupted one does.
         torch.manual_seed(int(rng.integers(2**31)))
-        losses, query_losses = [], []
-        for s_index, src_tasks in enumerate(train_sources):
-            if not src_tasks:
-                continue
-            diffs = [torch.zeros_like(t) for t in theta]
-            for t_index in rng.permutation(len(src_tasks)):
-                task = src_tasks[t_index]
-                task_seed = int(rng.integers(2**31))
-                support, query = split_task(task, cfg.support_fraction, rng)
-                support_set = QualityDataset(support, spec, train=True, seed=task_seed, cache=cache)
-                query_set = QualityDataset(query, spec, train=False, cache=cache)
-                support_set.set_epoch(epoch)
-                support_loader = make_loader(support_set, cfg.support_batch, True, task_seed, runtime, cfg.workers)
-                query_loader = make_loader(query_set, cfg.query_batch, True, task_seed + 1, runtime, cfg.workers)
-                if cfg.algo == "reptile":
-                    _assign(params, theta)
-                    opt = torch.optim.Adam(params, lr=cfg.inner_lr)
-                    for images, labels in support_loader:
-                        losses.append(step(images, labels, opt))
-                    query_losses.append(_query_loss(model, query_loader, runtime))
-                else:
-                    opt = optimizer if s_index == 0 else torch.optim.Adam(params, lr=cfg.inner_lr)
-                    queries = itertools.cycle(query_loader)
-                    for images, labels in support_loader:
-                        losses.append(step(images, labels, opt))
-                        q_images, q_labels = next(queries)
-                        query_losses.append(step(q_images, q_labels, opt))
-                with torch.no_grad():
-                    for d, t, p in zip(diffs, theta, params):
-                        d += t - p
-            with torch.no_grad():
-                theta = [t - cfg.eps * d / len(src_tasks) for t, d in zip(theta, diffs)]
-            if cfg.algo != "continual":
-                _assign(params, theta)
-        phi = _snapshot(params)
-        score = None
-        if heldout:
-            _assign(params, theta)
-            if runtime.is_main:
-                score = heldout_score(model, heldout, spec, runtime, cache)
-            score = runtime.broadcast_object(score)
-            _assign(params, phi)
-            model.train()
-        improved = score is not None and (best_score is None or score > best_score)
-        # Until some epoch has a held-out score (all held-out scores constant), keep the latest.
-        if selection == "last" or improved or best_score is None:
-            best_epoch, best_score, best_theta = epoch + 1, score, [t.clone() for t in theta]
-        record = {"stage": "meta", "epoch": epoch + 1, "loss_support": _mean(losses),
-                  "loss_query": _mean(query_losses), "heldout_srcc": score, "best_epoch": best_epoch}
-        history.append(record)
+        run.support_losses, run.query_losses = [], []
+        for s_index, tasks in enumerate(train_sources):
+            if tasks:
+                _source_pass(run, algorithm, tasks, s_index == 0, epoch, rng)
+        run.phi = _snapshot(run.params)
+        score = _select(run, heldout, epoch)
+        record = {"stage": "meta", "epoch": epoch + 1, "loss_support": _mean(run.support_losses),
+                  "loss_query": _mean(run.query_losses), "heldout_srcc": score, "best_epoch": run.best_epoch}
+        run.history.append(record)
         if runtime.is_main:
             if log is not None:
                 log(record)
             if state_path is not None:
-                _save_state(state_path, {
-                    "epoch": epoch + 1, "best_epoch": best_epoch, "best_score": best_score,
-                    "history": history, "theta": theta, "phi": phi, "best_theta": best_theta,
-                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                })
+                run.save(state_path, epoch + 1)
         runtime.barrier()
-    _assign(params, best_theta)
+    _assign(run.params, run.best_theta)
     model.eval()
-    return MetaResult(epochs=cfg.epochs, best_epoch=best_epoch, selection=selection, best_score=best_score,
-                      train_tasks=[t.name for src in train_sources for t in src],
-                      heldout_tasks=[t.name for t in heldout], history=history)
+    return MetaResult(epochs=cfg.epochs, best_epoch=run.best_epoch, selection="heldout" if heldout else "last",
+                      best_score=run.best_score, train_tasks=[t.name for src in train_sources for t in src],
+                      heldout_tasks=[t.name for t in heldout], history=run.history)
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """The GRMP quality model: a frozen open_clip ViT with CoOp text context and VPT-deep visual prompts.
 
-What is computed (GRMP_SPEC.md section 1):
+What is computed (``docs/method.md``, "The model"):
 
 * text side - :class:`PromptLearner`: ``n_ctx`` context vectors shared by the class prompts
   ``"X X X X high quality."`` / ``"X X X X low quality."``; the frozen text transformer encodes them
@@ -12,198 +12,25 @@ What is computed (GRMP_SPEC.md section 1):
 
 The ViT forward is written against open_clip's ``VisionTransformer`` attributes, so any open_clip ViT
 works. ``plain_attention=True`` spells each block's attention as MatMul/Softmax/MatMul for the ONNX and
-TensorRT exporters. Importing this module registers the ``grmp-tiny`` open_clip config.
+TensorRT exporters. Backbone configs come from :mod:`grmp_edge.train.backbones`, their weights from
+:mod:`grmp_edge.train.pretrained`; checkpoints are :mod:`grmp_edge.train.checkpoint`.
 """
 from __future__ import annotations
 
-import copy
 import math
-import socket
-import urllib.parse
-import urllib.request
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from grmp_edge.errors import GrmpError, require
-from grmp_edge.spec import ModelSpec, PreprocessSpec
+from grmp_edge.spec import ModelSpec
+from grmp_edge.train.backbones import GRMP_TINY, backbone_config, image_size_of, tokenizer_for
+from grmp_edge.train.pretrained import create_backbone
+from grmp_edge.train.qgr import scene_prompts
 
 torch = require("torch")
 open_clip = require("open_clip")
 nn = torch.nn
 F = torch.nn.functional
-
-MODEL_CONFIGS = Path(__file__).parent / "model_configs"
-open_clip.add_model_config(MODEL_CONFIGS)
-
-BOOTSTRAP_BACKBONE = "grmp-tiny"
-CHECKPOINT_SPEC = "spec.json"
-CHECKPOINT_WEIGHTS = "model.safetensors"
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz")
-OFFLINE_WAYS_OUT = (
-    "pass a local open_clip checkpoint with --pretrained /path/to/open_clip_checkpoint.pt, "
-    f"or use the offline model with --backbone {BOOTSTRAP_BACKBONE} --pretrained bootstrap"
-)
-
-
-# --------------------------------------------------------------------------- backbone
-
-def backbone_config(name: str, pretrained: str | None = None) -> dict[str, Any]:
-    """The full open_clip model config of ``name`` as it will be built for ``pretrained``.
-
-    OpenAI-trained tags were trained with QuickGELU while the plain config names use GELU; the
-    config records QuickGELU for such tags so the weights run with the activation they learned.
-    """
-    cfg = open_clip.get_model_config(name)
-    if cfg is None:
-        vits = [m for m in open_clip.list_models() if m.startswith("ViT-")][:6]
-        raise GrmpError(f"unknown open_clip model {name!r}; try {BOOTSTRAP_BACKBONE} or one of {vits}, ...")
-    tag_cfg = open_clip.get_pretrained_cfg(name, pretrained) if pretrained else {}
-    if tag_cfg.get("quick_gelu") and not cfg.get("quick_gelu"):
-        cfg["quick_gelu"] = True
-    return cfg
-
-
-def _check_config(name: str, cfg: dict[str, Any]) -> None:
-    """Refuse configs the prompted ViT forward cannot run (before building anything)."""
-    vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
-    resnet = isinstance(vision.get("layers"), (list, tuple))
-    if resnet or vision.get("timm_model_name"):
-        kind = "a ResNet" if resnet else f"a timm ({vision['timm_model_name']})"
-        raise GrmpError(
-            f"backbone {name} has {kind} image tower; GRMP's visual prompts need an open_clip "
-            f"VisionTransformer (e.g. ViT-B-16 or {BOOTSTRAP_BACKBONE})"
-        )
-    if cfg.get("custom_text") or text.get("hf_model_name") or text.get("hf_tokenizer_name"):
-        raise GrmpError(
-            f"backbone {name} has a custom/Hugging Face text tower (CustomTextCLIP), which the prompt "
-            "learner does not support; use a CLIP-style ViT such as ViT-B-16"
-        )
-    if vision.get("attentional_pool") or vision.get("pool_type", "tok") != "tok":
-        raise GrmpError(f"backbone {name} does not pool the class token; GRMP needs pool_type 'tok'")
-    if vision.get("scaled_cosine_attn"):
-        raise GrmpError(f"backbone {name} uses scaled cosine attention, which the export path does not support")
-
-
-def clip_from_config(cfg: dict[str, Any], name: str = "backbone") -> "open_clip.CLIP":
-    """Build an open_clip ``CLIP`` with random weights from a full model config (no registry, no network)."""
-    _check_config(name, cfg)
-    cfg = copy.deepcopy(cfg)
-    cfg.pop("custom_text", None)
-    return open_clip.CLIP(**cfg)
-
-
-def _host_reachable(url: str, timeout: float = 3.0) -> bool:
-    """Whether the weights host answers; behind a proxy we cannot tell, so say yes."""
-    if any(k in urllib.request.getproxies() for k in ("https", "http", "all")):
-        return True
-    host = urllib.parse.urlparse(url).hostname
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _download_tag(name: str, tag: str) -> str:
-    """Local path of an open_clip pretrained tag's weights, downloading them if a network exists."""
-    tag_cfg = open_clip.get_pretrained_cfg(name, tag)
-    if not tag_cfg:
-        tags = open_clip.list_pretrained_tags_by_model(name)
-        raise GrmpError(
-            f"--pretrained {tag!r} is neither a file nor an open_clip tag of {name} "
-            f"(tags: {', '.join(tags) or 'none'}); or {OFFLINE_WAYS_OUT}"
-        )
-    if tag_cfg.get("hf_hub"):
-        import huggingface_hub.constants
-
-        url = huggingface_hub.constants.ENDPOINT
-    else:
-        url = tag_cfg.get("url", "")
-    failure = f"cannot download the {name} '{tag}' weights (no network?)"
-    # Fail fast offline: the Hub client otherwise retries for most of a minute before giving up.
-    if not _host_reachable(url):
-        raise GrmpError(f"{failure}; {OFFLINE_WAYS_OUT}")
-    try:
-        return open_clip.pretrained.download_pretrained(tag_cfg)
-    except Exception as exc:  # the Hub client raises many types; all mean "no weights"
-        raise GrmpError(f"{failure}: {str(exc).splitlines()[0][:160]}; {OFFLINE_WAYS_OUT}") from None
-
-
-def _resolve_weights(name: str, pretrained: str) -> str:
-    """Weights file for ``pretrained``: "bootstrap", a local checkpoint path, or an open_clip tag."""
-    if pretrained == "bootstrap":
-        if name != BOOTSTRAP_BACKBONE:
-            raise GrmpError(
-                f"bootstrap weights exist only for {BOOTSTRAP_BACKBONE}; use --backbone "
-                f"{BOOTSTRAP_BACKBONE} --pretrained bootstrap, or give {name} real weights"
-            )
-        from grmp_edge.train.bootstrap import bootstrap_weights
-
-        return str(bootstrap_weights())
-    path = Path(pretrained).expanduser()
-    if path.is_file():
-        return str(path)
-    if path.suffix.lower() in CHECKPOINT_SUFFIXES or "/" in pretrained:
-        raise GrmpError(f"checkpoint not found: {path}")
-    return _download_tag(name, pretrained)
-
-
-def create_backbone(name: str, pretrained: str | None, device: str = "cpu") -> "open_clip.CLIP":
-    """An open_clip CLIP ViT: ``pretrained`` is an open_clip tag (downloaded where a network
-    exists), a local checkpoint file, ``"bootstrap"`` (offline grmp-tiny weights) or None (random)."""
-    cfg = backbone_config(name, pretrained)
-    _check_config(name, cfg)  # before any download
-    weights = _resolve_weights(name, pretrained) if pretrained else None
-    clip = clip_from_config(cfg, name)
-    if weights:
-        try:
-            open_clip.load_checkpoint(clip, weights)
-        except (RuntimeError, KeyError, ValueError, OSError) as exc:
-            raise GrmpError(f"weights {weights} do not fit backbone {name}: {str(exc).splitlines()[0][:200]}") from None
-    return clip.to(device)
-
-
-def tokenizer_for(cfg: dict[str, Any]):
-    """open_clip's BPE tokenizer at the config's context length (no registry lookup)."""
-    text = cfg.get("text_cfg", {})
-    return open_clip.tokenizer.SimpleTokenizer(
-        context_length=text.get("context_length", 77), **(text.get("tokenizer_kwargs") or {})
-    )
-
-
-def image_size_of(cfg: dict[str, Any]) -> int:
-    """The square input size of a config's vision tower."""
-    size = cfg["vision_cfg"].get("image_size", 224)
-    if isinstance(size, (list, tuple)):
-        if size[0] != size[1]:
-            raise GrmpError(f"non-square backbone input {size} is not supported")
-        size = size[0]
-    return int(size)
-
-
-def model_spec(backbone: str = "ViT-B-16", pretrained: str | None = "openai", **fields: Any) -> ModelSpec:
-    """A :class:`ModelSpec` with the backbone's full config and CLIP preprocessing at its input size
-    (with the pretrained tag's own mean/std where it declares them).
-
-    ``grmp-tiny`` is the exception: its bootstrap learned distortions from native-resolution 96 px
-    crops of 256 px images, and shrinking a whole frame to 96 px would hide the blur and noise it
-    learned to see, so its spec scales the shorter side to 256 and centre-crops 96 px. One 96 px crop
-    sees a seventh of a 256 px frame, so its crop plan scores 4 native-resolution crops spread over the
-    frame (held-out level SRCC pooled over 42 photos: 0.52 with 1 crop, 0.61 with 4, 0.61 with 9;
-    ``benchmarks/heldout_quality.md``). Other backbones keep 1, the resized centre crop the paper
-    evaluates: a 224 px ViT sees the whole (resized) frame in it, and 224 px crops of a camera frame
-    at native resolution are a scale it was never tuned on, at N times the cost."""
-    cfg = backbone_config(backbone, pretrained)
-    if "preprocess" not in fields:
-        pre = PreprocessSpec.clip(image_size_of(cfg))
-        if backbone == BOOTSTRAP_BACKBONE:
-            pre = replace(pre, resize=256, crops=4)
-        tag_cfg = open_clip.get_pretrained_cfg(backbone, pretrained) if pretrained else {}
-        if tag_cfg.get("mean") and tag_cfg.get("std"):
-            pre = replace(pre, mean=tuple(tag_cfg["mean"]), std=tuple(tag_cfg["std"]))
-        fields["preprocess"] = pre
-    return ModelSpec(backbone=backbone, pretrained=pretrained, backbone_config=cfg, **fields)
 
 
 # --------------------------------------------------------------------------- prompts
@@ -324,19 +151,12 @@ def _check_backbone(clip, name: str) -> None:
     if not isinstance(clip, open_clip.CLIP) or not isinstance(visual, open_clip.transformer.VisionTransformer):
         raise GrmpError(
             f"backbone {name} is {type(clip).__name__} with a {type(visual).__name__} image tower; GRMP needs "
-            "an open_clip CLIP with a VisionTransformer (e.g. ViT-B-16 or grmp-tiny)"
+            f"an open_clip CLIP with a VisionTransformer (e.g. ViT-B-16 or {GRMP_TINY})"
         )
     if visual.attn_pool is not None or visual.pool_type != "tok":
         raise GrmpError(f"backbone {name} does not pool the class token; GRMP needs pool_type 'tok'")
     if not getattr(visual.transformer, "batch_first", True):
         raise GrmpError(f"backbone {name} runs its transformer sequence-first; GRMP needs batch_first")
-
-
-def scene_prompts(scene_classes) -> list[str]:
-    """QGR's scene prompts, worded as the release writes them: ``a photo of a still_life`` (no full
-    stop, the underscore kept). The wording sets the semantic loss's direction: ``a photo of a still
-    life.`` moved one measured QGR step 9 % away from the release's."""
-    return [f"a photo of a {c}" for c in scene_classes]
 
 
 class GRMPModel(nn.Module):
@@ -416,7 +236,7 @@ class GRMPModel(nn.Module):
 
     def scene_logits(self, images: "torch.Tensor", features: "torch.Tensor | None" = None) -> "torch.Tensor":
         """``(N, n_scenes)`` logits of the model's own image features against its own text encoder on
-        the plain :func:`scene_prompts` (QGR's semantic reference); pass ``features``
+        the plain :func:`~grmp_edge.train.qgr.scene_prompts` (QGR's semantic reference); pass ``features``
         to reuse an ``encode_image`` result."""
         if features is None:
             features = self.encode_image(images)
@@ -451,34 +271,3 @@ def build_model(spec: ModelSpec, clip_model=None, device: str = "cpu") -> GRMPMo
     if clip_model is None:
         clip_model = create_backbone(spec.backbone, spec.pretrained, device)
     return GRMPModel(spec, clip_model).to(device)
-
-
-def save_checkpoint(model: GRMPModel, folder: str | Path) -> Path:
-    """Write ``spec.json`` + ``model.safetensors`` (full state dict) atomically; returns the folder.
-    The weights go first so a present ``spec.json`` always has its weights beside it."""
-    save_file = require("safetensors.torch").save_file
-    from grmp_edge.artifacts import atomic_write
-
-    folder = Path(folder)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(folder / CHECKPOINT_WEIGHTS, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-    model.spec.save(folder / CHECKPOINT_SPEC)
-    return folder
-
-
-def load_checkpoint(folder: str | Path, device: str = "cpu") -> GRMPModel:
-    """Rebuild a :class:`GRMPModel` from a checkpoint folder (never downloads); returned in eval mode."""
-    load_file = require("safetensors.torch").load_file
-    folder = Path(folder)
-    spec = ModelSpec.load(folder / CHECKPOINT_SPEC)
-    if not spec.backbone_config:
-        raise GrmpError(f"{folder / CHECKPOINT_SPEC} has no backbone_config; it cannot be rebuilt offline")
-    weights = folder / CHECKPOINT_WEIGHTS
-    if not weights.is_file():
-        raise GrmpError(f"checkpoint weights not found: {weights}")
-    model = GRMPModel(spec, clip_from_config(spec.backbone_config, spec.backbone))
-    try:
-        model.load_state_dict(load_file(str(weights)), strict=True)
-    except Exception as exc:  # safetensors raises its own error type for corrupt files
-        raise GrmpError(f"{weights} does not match its spec.json: {str(exc).splitlines()[0][:200]}") from None
-    return model.to(device).eval()

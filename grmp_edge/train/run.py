@@ -1,15 +1,16 @@
-"""The few-shot evaluation protocol (GRMP_SPEC section 4) and the training run that follows it.
+"""One training run: meta-prompt pre-training, then QGR fine-tuning on each few-shot split.
 
-One training run (``runs/train/<name>/``):
+The library API behind ``grmp-edge train``: :func:`run_plan` takes a :class:`TrainPlan`, picks the
+run folder (``runs/train/<name>/``), sets up the device (torchrun included) and returns a
+:class:`TrainResult`; :func:`run_training` is the same run in a given folder on a given runtime.
 
-1. the starting model: a fresh backbone with new prompts, or ``--checkpoint``;
+1. the starting model: a fresh backbone with new prompts, or ``plan.checkpoint``;
 2. meta-prompt pre-training on the groups of the source manifests (``meta/`` checkpoint);
-3. for each of R seeded splits of the target manifest into an 80 % pool and a 20 % test part: N
-   training images and a separate validation sample are drawn from the pool, the meta model is
-   fine-tuned with QGR (selection and lr schedule on the validation sample only) and scored on the
-   test part, before (``initial``) and after fine-tuning.
+3. for each split of :func:`~grmp_edge.train.protocol.make_splits`: the meta model is fine-tuned with
+   QGR on the split's training images (selection and lr schedule on its validation images only) and
+   scored on its test part, before (``initial``) and after fine-tuning.
 
-Files: ``config.json`` (the plan, checked on ``--resume``), ``metrics.jsonl`` (one line per epoch),
+Files: ``config.json`` (the plan, checked on resume), ``metrics.jsonl`` (one line per epoch),
 ``state.json`` (finished splits; a resumed run skips them), ``meta_state.pt`` (meta epochs),
 ``results.json`` (per split and mean/median/std over splits) and ``best/``, the checkpoint of the
 split with the best *validation* score. Only rank 0 writes.
@@ -19,72 +20,25 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import threading
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
+from typing import Any, Callable, Sequence
 
 from grmp_edge.artifacts import atomic_write_json
 from grmp_edge.errors import GrmpError
+from grmp_edge.metrics import summarize
 from grmp_edge.spec import read_json
-from grmp_edge.train.datasets import QualityDataset, ResizedImageCache, predict_quality
+from grmp_edge.train.datasets import ResizedImageCache
+from grmp_edge.train.evaluate import score_records
 from grmp_edge.train.finetune import FinetuneConfig
-from grmp_edge.train.meta import MetaConfig
+from grmp_edge.train.meta import MetaConfig, MetaResult
+from grmp_edge.train.protocol import ProtocolConfig, Split, make_splits
+from grmp_edge.train.runlog import RunLog
+from grmp_edge.train.schedules import Schedule
 
 STAGES = ("meta", "finetune", "all")
-
-
-@dataclass
-class ProtocolConfig:
-    """Few-shot splits: ``splits`` seeded 80/20 pool/test splits, ``shots`` training images from the
-    pool, ``val_size`` further pool images for validation (None: ``max(5, shots // 4)``; 0: none, a
-    fixed epoch budget)."""
-
-    shots: int = 50
-    splits: int = 10
-    test_fraction: float = 0.2
-    val_size: int | None = None
-    seed: int = 0
-
-    @property
-    def validation_images(self) -> int:
-        return max(5, self.shots // 4) if self.val_size is None else self.val_size
-
-
-@dataclass
-class Split:
-    """Indices into the target records of one split."""
-
-    index: int
-    train: list[int]
-    val: list[int]
-    test: list[int]
-
-
-def make_splits(n_images: int, cfg: ProtocolConfig) -> list[Split]:
-    """The protocol's seeded splits of ``n_images`` records; too small a dataset is a user error."""
-    if cfg.shots < 2 or cfg.splits < 1:
-        raise GrmpError(f"need --shots >= 2 and --splits >= 1 (got {cfg.shots} and {cfg.splits})")
-    if not 0 < cfg.test_fraction < 1:
-        raise GrmpError(f"test fraction must be in (0, 1), got {cfg.test_fraction}")
-    n_test = int(round(cfg.test_fraction * n_images))
-    n_val = cfg.validation_images
-    if n_val and n_val < 3:
-        raise GrmpError(f"a validation set needs at least 3 images for a correlation (got {n_val}); use 0 for none")
-    if n_test < 3 or n_images - n_test < cfg.shots + n_val:
-        raise GrmpError(
-            f"too few images for {cfg.shots} shots: {n_images} images give a pool of {n_images - n_test} "
-            f"and a test part of {n_test} (need pool >= {cfg.shots} training + {n_val} validation, test >= 3)"
-        )
-    splits = []
-    for r in range(cfg.splits):
-        order = np.random.default_rng([cfg.seed, r]).permutation(n_images).tolist()
-        test, pool = order[:n_test], order[n_test:]
-        splits.append(Split(r, pool[:cfg.shots], pool[cfg.shots:cfg.shots + n_val], test))
-    return splits
+# What a failed run folder holds once it has finished work that a resume would keep.
+RESUMABLE = ("state.json", "meta_state.pt", "meta", "best")
 
 
 @dataclass
@@ -119,10 +73,30 @@ class TrainPlan:
         return self.stage != "finetune" and not self.meta_data
 
     def to_dict(self) -> dict[str, Any]:
+        """``config.json``."""
         return asdict(self)
 
     @classmethod
+    def scheduled(cls, schedule: Schedule, data: str | None, meta_data: Sequence[str] = (), seed: int = 0,
+                  workers: int = 0, meta_options: dict | None = None, finetune_options: dict | None = None,
+                  protocol_options: dict | None = None, **fields: Any) -> "TrainPlan":
+        """A plan that trains on ``schedule`` (e.g. :func:`~grmp_edge.train.schedules.default_schedule`
+        of its backbone) with one ``seed`` and ``workers`` for every stage. ``*_options`` set the
+        stages' other settings (``meta_options={"algo": "reptile"}``), ``fields`` the plan's own
+        (``backbone``, ``pretrained``, ``stage``, ``checkpoint``, ``n_ctx``, ``preprocess``)."""
+        return cls(
+            data=data, meta_data=list(meta_data), seed=seed, vpt_tokens=schedule.vpt_tokens, **fields,
+            meta=MetaConfig(epochs=schedule.meta_epochs, support_batch=schedule.support_batch,
+                            query_batch=schedule.query_batch, inner_lr=schedule.meta_lr, eps=schedule.meta_eps,
+                            seed=seed, workers=workers, **(meta_options or {})),
+            finetune=FinetuneConfig(lr=schedule.lr, max_epochs=schedule.epochs, unfreeze_blocks=schedule.unfreeze_blocks,
+                                    seed=seed, workers=workers, **(finetune_options or {})),
+            protocol=ProtocolConfig(shots=schedule.shots, splits=schedule.splits, seed=seed, **(protocol_options or {})),
+        )
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainPlan":
+        """The plan a ``config.json`` describes."""
         data = dict(data)
         data["meta"] = MetaConfig(**data["meta"])
         data["finetune"] = FinetuneConfig(**data["finetune"])
@@ -130,91 +104,127 @@ class TrainPlan:
         return cls(**data)
 
 
-# Into a log file (not a terminal) rich draws no bar, so a progress line is printed at this period.
-PROGRESS_EVERY_S = 30.0
+@dataclass
+class SplitResult:
+    """One split: its sizes, how fine-tuning went, its validation metrics and the test metrics
+    before (``initial``) and after fine-tuning."""
+
+    split: int
+    n_train: int
+    n_val: int
+    n_test: int
+    epochs: int
+    best_epoch: int
+    stop_reason: str
+    val: dict | None
+    initial: dict | None
+    test: dict | None
+
+    @property
+    def val_score(self) -> float | None:
+        """SRCC + PLCC on validation, what picks the run's best split; None without validation."""
+        return None if self.val is None or self.val.get("srcc") is None else self.val["srcc"] + self.val["plcc"]
+
+    def to_dict(self) -> dict:
+        """One entry of ``results.json``'s ``splits`` (and of ``state.json``)."""
+        return asdict(self)
 
 
-class RunLog:
-    """Rank 0's ``metrics.jsonl`` writer and rich progress display; when the output is not a
-    terminal, a ``progress:`` line with the stage's ETA every :data:`PROGRESS_EVERY_S` seconds."""
+@dataclass
+class TrainResult:
+    """What a run did; :meth:`to_dict` is ``results.json``. The fine-tuning fields stay None in a
+    meta-only run, and ``meta`` in a fine-tuning-only run."""
 
-    def __init__(self, path: Path, enabled: bool):
-        self.path = path
-        self.enabled = enabled
-        self.progress = None
-        self.bar = None
-        self._stage_started = self._last_step = time.monotonic()
-        self._closed = threading.Event()
-        self._heartbeat = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    plan: TrainPlan
+    device: str
+    precision: str
+    world_size: int
+    run_dir: Path
+    meta: MetaResult | None = None
+    splits: list[SplitResult] | None = None
+    best_split: int | None = None
+    summary: dict | None = None
+    initial_summary: dict | None = None
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn())
-            if not self.progress.console.is_terminal:
-                self._heartbeat = threading.Thread(target=self._beat, name="progress", daemon=True)
+    @property
+    def quick_trial(self) -> bool:
+        """Whether the meta tasks were the target's own groups (see :attr:`TrainPlan.quick_trial`)."""
+        return self.plan.quick_trial
 
-    def __enter__(self) -> "RunLog":
-        if self.progress is not None:
-            self.progress.start()
-        if self._heartbeat is not None:
-            self._heartbeat.start()
-        return self
+    def to_dict(self) -> dict[str, Any]:
+        """``results.json``."""
+        out: dict[str, Any] = {"plan": self.plan.to_dict(), "quick_trial": self.quick_trial, "device": self.device,
+                               "precision": self.precision, "world_size": self.world_size}
+        if self.plan.stage != "finetune":
+            out["meta"] = None if self.meta is None else self.meta.to_dict()
+        if self.splits is not None:
+            out.update(splits=[s.to_dict() for s in self.splits], best_split=self.best_split,
+                       summary=self.summary, initial_summary=self.initial_summary)
+        return out
 
-    def __exit__(self, *exc) -> None:
-        self._closed.set()
-        if self.progress is not None:
-            self.progress.stop()
 
-    def _beat(self) -> None:
-        while not self._closed.wait(PROGRESS_EVERY_S):
-            self.progress_line()
+@dataclass
+class RunState:
+    """``state.json``: the meta stage's result once done, each finished split, and the best split
+    so far (``{"split": i, "val_score": s}``)."""
 
-    def progress_line(self) -> None:
-        """Print where the current stage is, its elapsed time and an ETA (fine-tuning may stop early,
-        so its ETA is an upper bound)."""
-        if self.progress is None or self.bar is None:
-            return
-        task = self.progress.tasks[self.bar]
-        now = time.monotonic()
-        elapsed = now - self._stage_started
-        if task.completed:
-            # The mean step so far, times the steps left, less what the current step has already taken.
-            per_step = (self._last_step - self._stage_started) / task.completed
-            eta = f"ETA {max(0.0, per_step * (task.total - task.completed) - (now - self._last_step)):.0f} s"
-        else:
-            eta = "ETA after the first epoch"
-        self.progress.console.print(f"progress: {task.description} {task.completed:.0f}/{task.total:.0f}, "
-                                    f"{elapsed:.0f} s elapsed, {eta}", highlight=False, soft_wrap=True)
+    path: Path
+    splits: dict[str, SplitResult] = field(default_factory=dict)
+    meta: MetaResult | None = None
+    best: dict | None = None
 
-    def start(self, description: str, total: int) -> None:
-        """Show a new bar (the previous one stays as a finished line)."""
-        if self.progress is not None:
-            self.bar = self.progress.add_task(description, total=total, info="")
-            self._stage_started = self._last_step = time.monotonic()
-            if self._heartbeat is not None:
-                self.progress_line()
+    @classmethod
+    def open(cls, path: Path, resume: bool) -> "RunState":
+        """The saved state when resuming a run that has one, else an empty one."""
+        if not (resume and path.is_file()):
+            return cls(path)
+        data = read_json(path, "run state")
+        meta = data.get("meta")
+        return cls(path, {k: SplitResult(**v) for k, v in data["splits"].items()},
+                   None if meta is None else MetaResult(**meta), data.get("best"))
 
-    def finish(self) -> None:
-        if self.progress is not None and self.bar is not None:
-            self.progress.update(self.bar, completed=self.progress.tasks[self.bar].total)
+    def save(self) -> None:
+        """Write ``state.json`` atomically (rank 0 only calls it)."""
+        data: dict[str, Any] = {"splits": {k: s.to_dict() for k, s in self.splits.items()}}
+        if self.meta is not None:
+            data["meta"] = self.meta.to_dict()
+        if self.best is not None:
+            data["best"] = self.best
+        atomic_write_json(self.path, data)
 
-    def __call__(self, record: dict, **extra) -> None:
-        """Append one metrics line and advance the current bar."""
-        if not self.enabled:
-            return
-        line = {**extra, **record, "time": round(time.time(), 3)}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(line) + "\n")
-        if self.progress is not None and self.bar is not None:
-            shown = {k: v for k, v in record.items() if k in ("loss_q", "loss_support", "val_srcc", "heldout_srcc", "lr")}
-            info = " ".join(f"{k}={v:.4g}" for k, v in shown.items() if isinstance(v, float))
-            self.progress.update(self.bar, advance=1, info=info)
-            self._last_step = time.monotonic()
+    def keep_if_best(self, result: SplitResult) -> bool:
+        """Whether ``result`` is the best split so far by validation score (the first split always
+        is; without validation scores the first one stays); records it as such."""
+        score, best = result.val_score, self.best
+        if best is None or (score is not None and (best["val_score"] is None or score > best["val_score"])):
+            self.best = {"split": result.split, "val_score": score}
+            return True
+        return False
 
-    def note(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.console.print(text)
+
+def load_target(plan: TrainPlan) -> list:
+    """The target manifest's records (none for a meta-only run without ``--data``)."""
+    from grmp_edge.data.manifest import load_manifest
+
+    return load_manifest(plan.data) if plan.data else []
+
+
+def check_plan(plan: TrainPlan) -> None:
+    """Fail fast, before a run folder is made: settings in range, manifests readable, meta tasks and
+    few-shot splits possible, backbone name known."""
+    from grmp_edge.data.manifest import load_manifest
+    from grmp_edge.train.backbones import backbone_config
+    from grmp_edge.train.meta import source_tasks
+
+    plan.meta.check()
+    plan.finetune.check()
+    target = load_target(plan)
+    if plan.stage != "meta":
+        make_splits(len(target), plan.protocol)
+    if plan.stage != "finetune":
+        source_tasks([load_manifest(m) for m in plan.meta_data] or [target])
+    if not plan.checkpoint:
+        backbone_config(plan.backbone, plan.pretrained)
 
 
 def build_start_model(plan: TrainPlan, runtime):
@@ -222,7 +232,10 @@ def build_start_model(plan: TrainPlan, runtime):
     import torch
 
     from grmp_edge.spec import PreprocessSpec
-    from grmp_edge.train.model import build_model, create_backbone, load_checkpoint, model_spec
+    from grmp_edge.train.backbones import model_spec
+    from grmp_edge.train.checkpoint import load_checkpoint
+    from grmp_edge.train.model import build_model
+    from grmp_edge.train.pretrained import create_backbone
 
     if plan.checkpoint:
         model = load_checkpoint(plan.checkpoint, device=runtime.device)
@@ -238,138 +251,170 @@ def build_start_model(plan: TrainPlan, runtime):
     return model
 
 
-def load_target(plan: TrainPlan) -> list:
+def pretrain_prompts(plan: TrainPlan, model, run_dir: Path, state: RunState, runtime, log: RunLog):
+    """Stage 1: meta-prompt pre-training into ``meta/``, or the ``meta/`` a resumed run already has.
+    Returns the meta model."""
     from grmp_edge.data.manifest import load_manifest
+    from grmp_edge.train.checkpoint import load_checkpoint, save_checkpoint
+    from grmp_edge.train.meta import meta_train
 
-    return load_manifest(plan.data) if plan.data else []
+    meta_dir = run_dir / "meta"
+    if state.meta is not None and (meta_dir / "spec.json").is_file():
+        log.note(f"resume: meta pre-training already done ({meta_dir})")
+        return load_checkpoint(meta_dir, device=runtime.device)
+    names = plan.meta_data or [plan.data]
+    sources = [load_manifest(m) for m in names]
+    log.start("meta pre-training", plan.meta.epochs)
+    result = meta_train(model, sources, plan.meta, runtime, source_names=[Path(n).stem for n in names],
+                        state_path=run_dir / "meta_state.pt", log=log)
+    log.finish()
+    if runtime.is_main:
+        save_checkpoint(model, meta_dir)
+        state.meta = result
+        state.save()
+    runtime.barrier()
+    return model
 
 
-def check_plan(plan: TrainPlan) -> None:
-    """Fail fast, before a run folder is made: manifests readable, meta tasks and few-shot splits
-    possible, backbone name known."""
-    from grmp_edge.data.manifest import load_manifest
-    from grmp_edge.train.meta import source_tasks
-    from grmp_edge.train.model import backbone_config
+def finetune_split(plan: TrainPlan, model, target: list, split: Split, n_splits: int, runtime, log: RunLog,
+                   cache: ResizedImageCache) -> SplitResult:
+    """Stage 2 on one split: test metrics before, QGR fine-tuning, test metrics after."""
+    import torch
 
-    target = load_target(plan)
-    if plan.stage != "meta":
-        make_splits(len(target), plan.protocol)
-    if plan.stage != "finetune":
-        source_tasks([load_manifest(m) for m in plan.meta_data] or [target])
-    if not plan.checkpoint:
-        backbone_config(plan.backbone, plan.pretrained)
+    from grmp_edge.train.finetune import finetune
+
+    seed = plan.seed * 1000 + split.index
+    torch.manual_seed(seed)
+    train, val, test = ([target[i] for i in part] for part in (split.train, split.val, split.test))
+    initial = score_records(model, test, runtime, cache)
+    cfg = dataclasses.replace(plan.finetune, seed=seed)
+    log.start(f"split {split.index + 1}/{n_splits}", cfg.max_epochs)
+    ft = finetune(model, train, val, cfg, runtime, log=lambda r: log(r, split=split.index), cache=cache)
+    log.finish()
+    return SplitResult(split=split.index, n_train=len(train), n_val=len(val), n_test=len(test), epochs=ft.epochs,
+                       best_epoch=ft.best_epoch, stop_reason=ft.stop_reason, val=ft.best_val, initial=initial,
+                       test=score_records(model, test, runtime, cache))
 
 
-def run_training(plan: TrainPlan, run_dir: Path, runtime, resume: bool = False, echo=print) -> dict:
-    """Run ``plan`` in ``run_dir`` (see module doc); returns the results dict (also ``results.json``).
+def finetune_splits(plan: TrainPlan, model, target: list, splits: list[Split], run_dir: Path, state: RunState,
+                    runtime, log: RunLog) -> None:
+    """Stage 2: every split not finished yet, each from the same meta weights; the split with the
+    best validation score is saved as ``best/``."""
+    from grmp_edge.train.checkpoint import save_checkpoint
+
+    start_state = copy.deepcopy(model.state_dict())
+    # One decoded-image cache for every split: the splits reshuffle the same images.
+    cache = ResizedImageCache(model.spec.preprocess)
+    for split in splits:
+        if str(split.index) in state.splits:
+            log.note(f"resume: split {split.index} already done")
+            continue
+        model.load_state_dict(start_state)
+        result = finetune_split(plan, model, target, split, len(splits), runtime, log, cache)
+        if runtime.is_main:
+            if state.keep_if_best(result):
+                save_checkpoint(model, run_dir / "best")
+            state.splits[str(split.index)] = result
+            state.save()
+            log.note(f"split {split.index}: test SRCC {result.test['srcc']:.4f} PLCC {result.test['plcc']:.4f} "
+                     f"(before fine-tuning {result.initial['srcc']:.4f}), best epoch {result.best_epoch}")
+        runtime.barrier()
+
+
+def _summarize_splits(result: TrainResult, state: RunState) -> None:
+    """The finished splits in order, the best one and the metrics' mean/median/std over them."""
+    result.splits = [state.splits[k] for k in sorted(state.splits, key=int)]
+    result.best_split = state.best["split"]
+    result.summary = summarize([s.test for s in result.splits])
+    result.initial_summary = summarize([s.initial for s in result.splits])
+
+
+def run_training(plan: TrainPlan, run_dir: Path, runtime, resume: bool = False,
+                 echo: Callable[[str], Any] = print) -> TrainResult:
+    """Run ``plan`` in ``run_dir`` on ``runtime`` (see module doc); the result is also ``results.json``.
 
     With ``resume`` an existing run continues: finished meta epochs and splits are not redone; the
     saved ``config.json`` must describe the same plan.
     """
-    import torch
-
-    from grmp_edge.data.manifest import load_manifest
-    from grmp_edge.metrics import summarize
-    from grmp_edge.train.finetune import finetune
-    from grmp_edge.train.meta import meta_train
-    from grmp_edge.train.model import load_checkpoint, save_checkpoint
+    from grmp_edge.train.checkpoint import save_checkpoint
 
     run_dir = Path(run_dir)
-    config_path, state_path = run_dir / "config.json", run_dir / "state.json"
-    _check_config(plan, config_path, resume, runtime)
-    state = read_json(state_path, "run state") if resume and state_path.is_file() else {"splits": {}}
+    _write_or_check_config(plan, run_dir / "config.json", resume, runtime)
+    state = RunState.open(run_dir / "state.json", resume)
     target = load_target(plan)
     splits = make_splits(len(target), plan.protocol) if plan.stage != "meta" else []
     if plan.quick_trial:
         echo("quick-trial mode: no --meta-data, so the meta tasks are the groups of --data itself "
              "(the target's labels are seen before fine-tuning; not a clean few-shot benchmark)")
-    results: dict[str, Any] = {"plan": plan.to_dict(), "quick_trial": plan.quick_trial,
-                               "device": str(runtime.device), "precision": runtime.precision,
-                               "world_size": runtime.world_size}
+    result = TrainResult(plan, str(runtime.device), runtime.precision, runtime.world_size, run_dir)
     with RunLog(run_dir / "metrics.jsonl", runtime.is_main) as log:
         model = build_start_model(plan, runtime)
-        if plan.stage in ("meta", "all"):
-            meta_dir = run_dir / "meta"
-            if state.get("meta") and (meta_dir / "spec.json").is_file():
-                model = load_checkpoint(meta_dir, device=runtime.device)
-                log.note(f"resume: meta pre-training already done ({meta_dir})")
-            else:
-                names = plan.meta_data or [plan.data]
-                sources = [load_manifest(m) for m in names]
-                log.start("meta pre-training", plan.meta.epochs)
-                result = meta_train(model, sources, plan.meta, runtime, source_names=[Path(n).stem for n in names],
-                                    state_path=run_dir / "meta_state.pt", log=log)
-                log.finish()
-                if runtime.is_main:
-                    save_checkpoint(model, meta_dir)
-                    state["meta"] = result.to_dict()
-                    atomic_write_json(state_path, state)
-                runtime.barrier()
-            results["meta"] = state.get("meta")
-            if plan.stage == "meta":
-                if runtime.is_main:
-                    save_checkpoint(model, run_dir / "best")
-                    atomic_write_json(run_dir / "results.json", results)
-                return results
-        start_state = copy.deepcopy(model.state_dict())
-        # One decoded-image cache for every split: the splits reshuffle the same images.
-        cache = ResizedImageCache(model.spec.preprocess)
-        for split in splits:
-            key = str(split.index)
-            if key in state["splits"]:
-                log.note(f"resume: split {split.index} already done")
-                continue
-            model.load_state_dict(start_state)
-            torch.manual_seed(plan.seed * 1000 + split.index)
-            train = [target[i] for i in split.train]
-            val = [target[i] for i in split.val]
-            test = [target[i] for i in split.test]
-            initial = _test_metrics(model, test, runtime, cache)
-            cfg = dataclasses.replace(plan.finetune, seed=plan.seed * 1000 + split.index)
-            log.start(f"split {split.index + 1}/{len(splits)}", cfg.max_epochs)
-            ft = finetune(model, train, val, cfg, runtime, log=lambda r: log(r, split=split.index), cache=cache)
-            log.finish()
-            final = _test_metrics(model, test, runtime, cache)
-            if runtime.is_main:
-                val_score = None if ft.best_val is None else _val_score(ft.best_val)
-                entry = {"split": split.index, "n_train": len(train), "n_val": len(val), "n_test": len(test),
-                         "epochs": ft.epochs, "best_epoch": ft.best_epoch, "stop_reason": ft.stop_reason,
-                         "val": ft.best_val, "initial": initial, "test": final}
-                best = state.get("best")
-                if best is None or (val_score is not None and (best["val_score"] is None or val_score > best["val_score"])):
-                    save_checkpoint(model, run_dir / "best")
-                    state["best"] = {"split": split.index, "val_score": val_score}
-                state["splits"][key] = entry
-                atomic_write_json(state_path, state)
-                log.note(f"split {split.index}: test SRCC {final['srcc']:.4f} PLCC {final['plcc']:.4f} "
-                         f"(before fine-tuning {initial['srcc']:.4f}), best epoch {ft.best_epoch}")
-            runtime.barrier()
+        if plan.stage != "finetune":
+            model = pretrain_prompts(plan, model, run_dir, state, runtime, log)
+            result.meta = state.meta
+        if plan.stage != "meta":
+            finetune_splits(plan, model, target, splits, run_dir, state, runtime, log)
     if runtime.is_main:
-        done = [state["splits"][k] for k in sorted(state["splits"], key=int)]
-        results["splits"] = done
-        results["best_split"] = state["best"]["split"]
-        results["summary"] = summarize([s["test"] for s in done])
-        results["initial_summary"] = summarize([s["initial"] for s in done])
-        atomic_write_json(run_dir / "results.json", results)
-    return runtime.broadcast_object(results)
+        if plan.stage == "meta":
+            save_checkpoint(model, run_dir / "best")  # a meta-only run's best model is the meta model
+        else:
+            _summarize_splits(result, state)
+        atomic_write_json(run_dir / "results.json", result.to_dict())
+    return runtime.broadcast_object(result)
 
 
-def _val_score(val: dict) -> float | None:
-    return None if val.get("srcc") is None else val["srcc"] + val["plcc"]
+def run_plan(plan: TrainPlan, name: str | None = None, resume: bool = False, device: str = "auto",
+             precision: str = "auto", rebuild_bootstrap: bool = False,
+             echo: Callable[[str], Any] = print) -> TrainResult | None:
+    """Check ``plan``, then run it in ``runs/train/<name>/`` (default ``exp``, ``exp2``, ...) on
+    ``device`` (auto | cpu | cuda) in ``precision`` (auto | fp32 | bf16 | fp16), under torchrun too.
+
+    With ``resume`` the run ``name`` (default: the latest) continues. ``rebuild_bootstrap`` (with
+    ``plan.pretrained == "bootstrap"``) first rebuilds the bootstrap weights on this machine. A new run that fails before it
+    has anything to resume leaves no folder behind to block its name. Returns the result on rank 0
+    and None on the other ranks, which only help; ``echo`` prints on rank 0 only.
+    """
+    from grmp_edge.runs import discard_on_failure
+    from grmp_edge.train.distributed import setup_runtime
+
+    check_plan(plan)
+    if rebuild_bootstrap:
+        if plan.pretrained != "bootstrap":
+            raise GrmpError("--rebuild rebuilds the offline bootstrap weights: use it with --pretrained bootstrap")
+        from grmp_edge.train.bootstrap import bootstrap_weights
+
+        bootstrap_weights(rebuild=True)
+    runtime = setup_runtime(device, precision)
+    try:
+        run_dir = Path(runtime.broadcast_object(_run_dir(name, resume) if runtime.is_main else None))
+        say = echo if runtime.is_main else (lambda *_: None)
+        say(f"run folder: {run_dir}  (device {runtime.device}, {runtime.precision}, "
+            f"{runtime.world_size} process{'es' if runtime.world_size > 1 else ''})")
+        fresh = not resume and runtime.is_main
+        with discard_on_failure(run_dir, keep=lambda path: not fresh or _resumable(path)):
+            result = run_training(plan, run_dir, runtime, resume=resume, echo=say)
+        return result if runtime.is_main else None
+    finally:
+        runtime.close()
 
 
-def _test_metrics(model, records: Sequence, runtime, cache: ResizedImageCache) -> dict | None:
-    """All metrics of the model on the test records (rank 0; None elsewhere)."""
-    if not runtime.is_main:
-        return None
-    from grmp_edge.metrics import evaluate
-
-    dataset = QualityDataset(records, model.spec.preprocess, train=False, cache=cache)
-    pred = predict_quality(model, dataset, runtime.device, autocast=runtime.autocast)
-    return evaluate(pred, dataset.scores)
+def _resumable(run_dir: Path) -> bool:
+    """Whether a failed run folder holds finished work that a resume would keep."""
+    return any((run_dir / name).exists() for name in RESUMABLE)
 
 
-def _check_config(plan: TrainPlan, path: Path, resume: bool, runtime) -> None:
+def _run_dir(name: str | None, resume: bool) -> str:
+    from grmp_edge.runs import latest_run, new_run_dir, slug
+
+    if resume and not name:
+        return str(latest_run("train", "config.json"))
+    if resume and name:
+        return str(new_run_dir("train", slug(name), exist_ok=True))
+    return str(new_run_dir("train", slug(name) if name else None,
+                           remedy="pick another --name, or pass --resume to continue it"))
+
+
+def _write_or_check_config(plan: TrainPlan, path: Path, resume: bool, runtime) -> None:
     """Write ``config.json`` for a new run; on resume, refuse a plan that differs from the saved one."""
     current = json.loads(json.dumps(plan.to_dict()))
     if resume and path.is_file():
@@ -392,20 +437,3 @@ def _flatten(data: dict, prefix: str = "") -> dict:
         else:
             out[prefix + key] = value
     return out
-
-
-def evaluate_checkpoint(checkpoint_dir: str | Path, manifest: str | Path, device: str = "auto",
-                        batch_size: int = 64, crops: int | None = None) -> dict[str, float]:
-    """Score every image of ``manifest`` with a checkpoint as ``crops`` crops averaged (None: the
-    checkpoint's crop plan): all metrics plus ``n`` and the ``crops`` used."""
-    from grmp_edge.data.manifest import load_manifest
-    from grmp_edge.metrics import evaluate
-    from grmp_edge.train.distributed import resolve_device
-    from grmp_edge.train.model import load_checkpoint
-
-    dev = resolve_device(device)
-    model = load_checkpoint(checkpoint_dir, device=dev)
-    crops, _ = model.spec.preprocess.crop_plan(crops)
-    dataset = QualityDataset(load_manifest(manifest), model.spec.preprocess, train=False, crops=crops)
-    pred = predict_quality(model, dataset, dev, batch_size)
-    return {**evaluate(pred, dataset.scores), "n": len(dataset), "crops": crops}

@@ -13,7 +13,7 @@ from grmp_edge.data.manifest import load_manifest  # noqa: E402
 from grmp_edge.data.pristine import bundled_photos  # noqa: E402
 from grmp_edge.spec import ModelSpec  # noqa: E402
 from grmp_edge.train import bootstrap as bs  # noqa: E402
-from grmp_edge.train import model as gm  # noqa: E402
+from grmp_edge.train import backbones, pretrained  # noqa: E402
 
 TYPES = ["gaussian_blur", "white_noise", "jpeg"]
 
@@ -155,8 +155,8 @@ def test_bootstrap_is_built_once_then_cached(tiny_build, tmp_path, monkeypatch):
         out.write_bytes((folder / "tiny.safetensors").read_bytes())
 
     monkeypatch.setattr(bs, "build_bootstrap", fake_build)
-    first = gm.create_backbone("grmp-tiny", "bootstrap")
-    second = gm.create_backbone("grmp-tiny", "bootstrap")
+    first = pretrained.create_backbone("grmp-tiny", "bootstrap")
+    second = pretrained.create_backbone("grmp-tiny", "bootstrap")
     assert builds == [tmp_path / "cache" / "bootstrap" / "grmp-tiny.safetensors"]
     assert torch.equal(first.visual.proj, second.visual.proj)
     # a locally (re)built copy wins over the shipped one; --rebuild builds again even when one exists
@@ -172,9 +172,9 @@ def test_bootstrap_is_built_once_then_cached(tiny_build, tmp_path, monkeypatch):
 
 def test_zero_shot_level_srcc_reports_every_type(tiny_build):
     folder, _ = tiny_build
-    clip = gm.create_backbone("grmp-tiny", str(folder / "tiny.safetensors"))
+    clip = pretrained.create_backbone("grmp-tiny", str(folder / "tiny.safetensors"))
     records = load_manifest(folder / "corpus" / "manifest.csv")
-    result = bs.zero_shot_level_srcc(clip, records, gm.model_spec("grmp-tiny", None).preprocess, crops=2)
+    result = bs.zero_shot_level_srcc(clip, records, backbones.model_spec("grmp-tiny", None).preprocess, crops=2)
     assert set(result) == {"pooled", "per_photo"}
     for per_type in result.values():
         assert list(per_type) == [t for t in DISTORTIONS if t in TYPES]  # KADID order
@@ -185,5 +185,5 @@ def test_shipped_weights_fit_and_are_small():
     if not bs.SHIPPED_WEIGHTS.is_file():
         pytest.skip("no shipped bootstrap weights in this checkout")
     assert bs.SHIPPED_WEIGHTS.stat().st_size < 20e6
-    clip = gm.create_backbone("grmp-tiny", str(bs.SHIPPED_WEIGHTS))
+    clip = pretrained.create_backbone("grmp-tiny", str(bs.SHIPPED_WEIGHTS))
     assert clip.visual.image_size == (96, 96)

@@ -56,7 +56,9 @@ def test_tiny_train_run_raises_srcc_over_the_untrained_model_and_eval_reads_it(c
 
 
 def test_eval_scores_with_the_checkpoints_crop_plan_unless_crops_is_given(corpora, tmp_path, capsys):
-    from grmp_edge.train.model import build_model, model_spec, save_checkpoint
+    from grmp_edge.train.backbones import model_spec
+    from grmp_edge.train.checkpoint import save_checkpoint
+    from grmp_edge.train.model import build_model
 
     target, _ = corpora
     checkpoint = save_checkpoint(build_model(model_spec("grmp-tiny", None, vpt_tokens=2)).eval(), tmp_path / "ck")

@@ -21,7 +21,7 @@ DRIVER = textwrap.dedent('''
     from grmp_edge.train.distributed import setup_runtime
     from grmp_edge.train.finetune import FinetuneConfig, finetune
     from grmp_edge.train.meta import MetaConfig, meta_train
-    from grmp_edge.train.protocol import TrainPlan, build_start_model
+    from grmp_edge.train.run import TrainPlan, build_start_model
 
     source, target, out = sys.argv[1:4]
     runtime = setup_runtime("cpu")

@@ -25,7 +25,8 @@ def corpus(tmp_path_factory):
 
 
 def tiny_model():
-    from grmp_edge.train.model import build_model, model_spec
+    from grmp_edge.train.backbones import model_spec
+    from grmp_edge.train.model import build_model
 
     torch.manual_seed(0)
     return build_model(model_spec("grmp-tiny", None, vpt_tokens=2, vpt_dropout=0.0))

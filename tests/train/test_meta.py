@@ -22,7 +22,8 @@ def corpus(tmp_path_factory):
 
 
 def tiny_model(seed: int = 0):
-    from grmp_edge.train.model import build_model, model_spec
+    from grmp_edge.train.backbones import model_spec
+    from grmp_edge.train.model import build_model
 
     torch.manual_seed(seed)
     # No prompt dropout: the resume test compares two runs bit for bit.

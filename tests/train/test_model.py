@@ -1,4 +1,4 @@
-"""The GRMP model: prompted ViT forward, plain attention, prompt learner, checkpoints, backbone errors."""
+"""The GRMP model: prompted ViT forward, plain attention, prompt learner, the model's own checks."""
 from __future__ import annotations
 
 import copy
@@ -10,7 +10,8 @@ open_clip = pytest.importorskip("open_clip")
 
 from grmp_edge.errors import GrmpError  # noqa: E402
 from grmp_edge.spec import PreprocessSpec  # noqa: E402
-from grmp_edge.train import model as gm  # noqa: E402
+from grmp_edge.train.backbones import clip_from_config, model_spec, tokenizer_for  # noqa: E402
+from grmp_edge.train.model import build_model  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +24,7 @@ def _one_thread():
 
 def tiny(**fields):
     torch.manual_seed(0)
-    return gm.build_model(gm.model_spec("grmp-tiny", None, **fields)).eval()
+    return build_model(model_spec("grmp-tiny", None, **fields)).eval()
 
 
 def images(n, size=96, seed=1):
@@ -40,7 +41,7 @@ def block_lengths(model):
 
 def test_vit_b16_random_builds_and_scores_with_297_tokens():
     torch.manual_seed(0)
-    model = gm.build_model(gm.model_spec("ViT-B-16", None)).eval()
+    model = build_model(model_spec("ViT-B-16", None)).eval()
     lengths = block_lengths(model)
     with torch.no_grad():
         logits = model(images(1, 224))
@@ -101,7 +102,7 @@ def test_dropout_acts_in_training_only():
 
 @pytest.mark.parametrize("variant", ["default", "quickgelu", "custom-block"])
 def test_plain_attention_matches_native(variant):
-    spec = gm.model_spec("grmp-tiny", None)
+    spec = model_spec("grmp-tiny", None)
     cfg = copy.deepcopy(spec.backbone_config)
     if variant == "quickgelu":
         cfg["quick_gelu"] = True
@@ -110,7 +111,7 @@ def test_plain_attention_matches_native(variant):
                                  scale_attn=True, scale_fc=True)
     spec.backbone_config = cfg
     torch.manual_seed(0)
-    model = gm.build_model(spec, gm.clip_from_config(cfg)).eval()
+    model = build_model(spec, clip_from_config(cfg)).eval()
     if variant == "quickgelu":
         assert any(isinstance(m, open_clip.transformer.QuickGELU) for m in model.clip.visual.modules())
     if variant == "custom-block":
@@ -127,7 +128,7 @@ def test_plain_attention_matches_native(variant):
 def test_context_is_spliced_where_the_placeholders_were():
     model = tiny()
     clip = model.clip
-    x_id = gm.tokenizer_for(model.spec.backbone_config)(["X"])[0, 1]
+    x_id = tokenizer_for(model.spec.backbone_config)(["X"])[0, 1]
     with torch.no_grad():
         model.prompt_learner.ctx.copy_(clip.token_embedding.weight[x_id].expand(4, -1))
         spliced = model.text_features()
@@ -149,77 +150,7 @@ def test_prompt_parameters_are_the_only_trainable_ones():
     assert model.prompt_learner.ctx in finetune
 
 
-def test_checkpoint_round_trip_needs_no_registry(tmp_path, monkeypatch):
-    model = tiny()
-    with torch.no_grad():
-        model.visual_prompts.shallow.add_(0.5)  # make sure trained values, not init, come back
-        model.clip.visual.proj.mul_(2.0)
-    folder = gm.save_checkpoint(model, tmp_path / "best")
-    assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors", "spec.json"]
-    monkeypatch.setattr(open_clip, "get_model_config", lambda name: pytest.fail("registry used"))
-    loaded = gm.load_checkpoint(folder)
-    x = images(2)
-    with torch.no_grad():
-        assert torch.equal(model(x), loaded(x))
-    assert loaded.spec.to_dict() == model.spec.to_dict()
-
-
-def test_corrupt_checkpoint_is_a_one_line_error(tmp_path):
-    folder = gm.save_checkpoint(tiny(), tmp_path / "ck")
-    (folder / "model.safetensors").write_bytes(b"not weights")
-    with pytest.raises(GrmpError, match="does not match its spec.json"):
-        gm.load_checkpoint(folder)
-
-
-def test_non_vit_backbones_are_refused():
-    with pytest.raises(GrmpError, match="ResNet image tower"):
-        gm.create_backbone("RN50", None)
-    resnet = open_clip.create_model("RN50")
-    with pytest.raises(GrmpError, match="VisionTransformer"):
-        gm.build_model(gm.model_spec("grmp-tiny", None), resnet)
-
-
 def test_preprocess_size_must_match_the_backbone():
-    spec = gm.model_spec("grmp-tiny", None, preprocess=PreprocessSpec.clip(224))
+    spec = model_spec("grmp-tiny", None, preprocess=PreprocessSpec.clip(224))
     with pytest.raises(GrmpError, match=r"PreprocessSpec.clip\(96\)"):
-        gm.build_model(spec)
-
-
-@pytest.mark.parametrize("reachable", [True, False])
-def test_offline_default_backbone_names_both_ways_out(monkeypatch, reachable):
-    def no_network(cfg, **kwargs):
-        raise OSError("[Errno -2] Name or service not known\nsecond line")
-
-    monkeypatch.setattr(gm, "_host_reachable", lambda url: reachable)
-    monkeypatch.setattr(open_clip.pretrained, "download_pretrained", no_network)
-    with pytest.raises(GrmpError) as err:
-        gm.create_backbone("ViT-B-16", "openai")
-    message = str(err.value)
-    assert "\n" not in message
-    assert "--pretrained /path/to/open_clip_checkpoint.pt" in message
-    assert "--backbone grmp-tiny --pretrained bootstrap" in message
-
-
-def test_local_checkpoint_file_and_bad_tags(tmp_path):
-    torch.manual_seed(3)
-    source = gm.create_backbone("grmp-tiny", None)
-    path = tmp_path / "tiny.pt"
-    torch.save(source.state_dict(), path)
-    loaded = gm.create_backbone("grmp-tiny", str(path))
-    assert torch.equal(loaded.visual.proj, source.visual.proj)
-    with pytest.raises(GrmpError, match="checkpoint not found"):
-        gm.create_backbone("grmp-tiny", str(tmp_path / "missing.pt"))
-    with pytest.raises(GrmpError, match="neither a file nor an open_clip tag"):
-        gm.create_backbone("ViT-B-16", "no-such-tag")
-    with pytest.raises(GrmpError, match="only for grmp-tiny"):
-        gm.create_backbone("ViT-B-16", "bootstrap")
-
-
-def test_openai_tags_get_quick_gelu():
-    assert gm.backbone_config("ViT-B-16", "openai")["quick_gelu"] is True
-    assert not gm.backbone_config("ViT-B-16", None).get("quick_gelu")
-
-
-def test_crop_plans_grmp_tiny_covers_the_frame_vits_keep_the_resized_centre_crop():
-    assert gm.model_spec("grmp-tiny", None).preprocess.crops == 4
-    assert gm.model_spec("ViT-B-16", None).preprocess.crops == 1
+        build_model(spec)

@@ -107,7 +107,8 @@ def test_gradient_cosine():
 
 def test_qgr_step_on_grmp_tiny_writes_the_combined_gradient():
     from grmp_edge.train.meta import freeze_all_but
-    from grmp_edge.train.model import build_model, model_spec
+    from grmp_edge.train.backbones import model_spec
+    from grmp_edge.train.model import build_model
     from grmp_edge.train.qgr import SceneTeacher, qgr_step
 
     torch.manual_seed(0)
@@ -152,7 +153,8 @@ def test_qgr_step_matches_the_release_computation_written_out_by_hand():
 
     from grmp_edge.train.finetune import FinetuneConfig
     from grmp_edge.train.meta import freeze_all_but
-    from grmp_edge.train.model import build_model, model_spec, tokenizer_for
+    from grmp_edge.train.backbones import model_spec, tokenizer_for
+    from grmp_edge.train.model import build_model
     from grmp_edge.train.qgr import SceneTeacher, qgr_step
 
     torch.manual_seed(1)
@@ -219,7 +221,8 @@ def test_ranks_combine_the_mean_gradients_as_one_process_would():
     import copy
 
     from grmp_edge.train.meta import freeze_all_but
-    from grmp_edge.train.model import build_model, model_spec
+    from grmp_edge.train.backbones import model_spec
+    from grmp_edge.train.model import build_model
     from grmp_edge.train.qgr import SceneTeacher, qgr_step
 
     torch.manual_seed(2)
