@@ -59,6 +59,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from grmp_edge.device import cpu_name  # noqa: E402
+
 
 GEMM_N = 2048
 
@@ -170,7 +172,8 @@ def main(args: argparse.Namespace) -> dict:
     from grmp_edge.export.onnx_export import export_onnx
     from grmp_edge.metrics import srcc
     from grmp_edge.preprocess import normalize
-    from grmp_edge.train.model import build_model, model_spec
+    from grmp_edge.train.backbones import model_spec
+    from grmp_edge.train.model import build_model
 
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
@@ -191,7 +194,7 @@ def main(args: argparse.Namespace) -> dict:
     print(f"[3/6] exporting ONNX FP32 and INT8 CPU into {work}", flush=True)
     fp32_path = export_onnx(folded, work / "model_fp32.onnx")
     evals = [crops[i:i + 8] for i in range(0, len(crops), 8)]
-    int8_path, int8_info = quantize_int8_cpu(fp32_path, work / "model_int8_cpu.onnx",
+    int8_path, int8_report = quantize_int8_cpu(fp32_path, work / "model_int8_cpu.onnx",
                                              [calib[i:i + 4] for i in range(0, len(calib), 4)], evals,
                                              allow_drift=True, threads=args.threads)
 
@@ -272,7 +275,7 @@ def main(args: argparse.Namespace) -> dict:
         "command": shlex.join([".venv/bin/python", "benchmarks/export_speed.py", *sys.argv[1:]]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {
-            "cpu": _cpu_name(), "cpus_visible": os.cpu_count(), "python": platform.python_version(),
+            "cpu": cpu_name(), "cpus_visible": os.cpu_count(), "python": platform.python_version(),
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "note": "shared machine: other jobs ran during the measurement; compare the ratios, not the absolute ms",
@@ -300,19 +303,9 @@ def main(args: argparse.Namespace) -> dict:
         "engines": results,
         "ratios": ratios,
         "agreement": agreement,
-        "int8_cpu": int8_info,
+        "int8_cpu": int8_report.to_dict(),
         "targets": targets,
     }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def markdown(result: dict) -> str:

@@ -8,7 +8,7 @@
   not imported).
 * Model: ``--bundle`` or the newest ``runs/export/*``; without either, a stand-in bundle is exported
   from a randomly initialised ``grmp-tiny`` (the offline model's architecture, so the same cost per
-  frame as a trained one) with :func:`grmp_edge.cli.export.export_bundle` into a temporary folder.
+  frame as a trained one) with :func:`grmp_edge.export.build.build_bundle` into a temporary folder.
 * Inference-only fps: the backend alone on the video's preprocessed crops, batch 1, back to back.
   End-to-end fps: ``Pipeline`` on the video file (decode + RGB + preprocess on the capture thread,
   inference + smoothing + a JSON-lines sink on the other). For context, sequential fps (the same work
@@ -40,7 +40,8 @@ from grmp_edge.artifacts import atomic_write_json
 from grmp_edge.errors import GrmpError, require
 from grmp_edge.report.machine import machine_context
 from grmp_edge.timing import latency_stats
-from grmp_edge.runtime.backends import open_backend, physical_cores
+from grmp_edge.device import physical_cores
+from grmp_edge.runtime.backends import open_backend
 from grmp_edge.runtime.bundle import MANIFEST_NAME, load_bundle
 from grmp_edge.runtime.pipeline import Pipeline, prepare_batch
 from grmp_edge.preprocess import preprocess
@@ -70,13 +71,15 @@ def stand_in_bundle(folder: Path) -> Path:
     torch = require("torch", "train")
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    from grmp_edge.cli.export import export_bundle
-    from grmp_edge.train.model import build_model, model_spec, save_checkpoint
+    from grmp_edge.export.build import build_bundle
+    from grmp_edge.train.backbones import model_spec
+    from grmp_edge.train.checkpoint import save_checkpoint
+    from grmp_edge.train.model import build_model
 
     os.environ["GRMP_EDGE_RUNS"] = str(folder)
     checkpoint = save_checkpoint(build_model(model_spec("grmp-tiny", None)), folder / "checkpoint")
-    out, _ = export_bundle(Path(checkpoint), precision="int8", num_calib=32, num_eval=64, allow_drift=True,
-                           name="stand-in")
+    out, _ = build_bundle(Path(checkpoint), precision="int8", num_calib=32, num_eval=64, allow_drift=True,
+                          name="stand-in")
     return out
 
 

@@ -141,7 +141,8 @@ def check_latency(args) -> dict:
 
     from grmp_edge.export.fold import fold_prompts
     from grmp_edge.timing import latency_stats
-    from grmp_edge.train.model import build_model, model_spec
+    from grmp_edge.train.backbones import model_spec
+    from grmp_edge.train.model import build_model
 
     torch.backends.cuda.matmul.allow_tf32 = False  # FP32 means FP32
     torch.backends.cudnn.allow_tf32 = False
@@ -225,19 +226,23 @@ def check_runtime(args, work: Path) -> dict:
 
     import onnxruntime as ort
 
-    from grmp_edge.cli.export import build_plans_from_onnx, export_bundle
-    from grmp_edge.runtime.backends import CPU_EP, CUDA_EP, open_backend
+    from grmp_edge.device import gpu_facts
+    from grmp_edge.export.build import build_bundle
+    from grmp_edge.export.plans import build_plans_from_onnx
+    from grmp_edge.runtime.backends import open_backend
     from grmp_edge.runtime.bundle import load_bundle
+    from grmp_edge.runtime.onnxruntime_backend import CPU_EP, CUDA_EP
     from grmp_edge.runtime.plan_compat import FLAVOURS, sm_name
-    from grmp_edge.runtime.tensorrt_backend import gpu_facts
-    from grmp_edge.train.model import build_model, model_spec, save_checkpoint
+    from grmp_edge.train.backbones import model_spec
+    from grmp_edge.train.checkpoint import save_checkpoint
+    from grmp_edge.train.model import build_model
 
     os.environ["GRMP_EDGE_RUNS"] = str(work / "runs")
     os.environ["GRMP_EDGE_CACHE"] = str(work / "cache")  # a cold runtime cache: the first load compiles
     model = build_model(model_spec(args.backbone, None, vpt_tokens=args.vpt_tokens)).eval()
     save_checkpoint(model, work / "ckpt")
     start = time.perf_counter()
-    folder, _ = export_bundle(work / "ckpt", "fp16", name="gpu", allow_drift=True)
+    folder, _ = build_bundle(work / "ckpt", precision="fp16", name="gpu", allow_drift=True)
     out = {"export_seconds": round(time.perf_counter() - start, 1), "providers": ort.get_available_providers()}
     bundle = load_bundle(folder)
     size = bundle.preprocess.size

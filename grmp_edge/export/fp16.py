@@ -16,6 +16,8 @@ from typing import Iterable, Sequence
 
 from grmp_edge.artifacts import atomic_write
 from grmp_edge.errors import GrmpError, require
+from grmp_edge.export.onnx_export import check_onnx_model
+from grmp_edge.spec import OUTPUT_NAME
 
 # Op types kept in FP32 wherever they appear.
 KEEP_FP32_OPS = ("LayerNormalization", "Softmax")
@@ -27,7 +29,7 @@ _HEAD_BOUNDARY_OPS = {"LayerNormalization", "Shape"}
 _FLOAT_TYPES = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16"}
 
 
-def score_head_nodes(model, output: str = "score") -> list[str]:
+def score_head_nodes(model, output: str = OUTPUT_NAME) -> list[str]:
     """Names of the nodes between the last LayerNormalization and ``output`` (the scoring head).
 
     That is the projection, L2 normalisation, text-direction product and sigmoid: the nodes whose
@@ -102,7 +104,7 @@ def to_fp16(
     out_path: str | os.PathLike,
     keep_fp32_ops: Sequence[str] = KEEP_FP32_OPS,
     keep_fp32_nodes: Iterable[str] | None = None,
-    output: str = "score",
+    output: str = OUTPUT_NAME,
 ) -> Path:
     """Write an FP16 copy of ``fp32_path`` to ``out_path`` and return ``out_path``.
 
@@ -135,8 +137,5 @@ def to_fp16(
     conflicts = float_type_conflicts(converted)
     if conflicts:
         raise GrmpError("FP16 graph mixes float types inside nodes: " + "; ".join(conflicts))
-    try:
-        onnx.checker.check_model(converted, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise GrmpError(f"FP16 graph fails the ONNX check: {str(exc).splitlines()[0]}") from None
+    check_onnx_model(converted, "FP16 graph fails the ONNX check")
     return atomic_write(out_path, lambda tmp: onnx.save(converted, str(tmp)))

@@ -14,8 +14,9 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from grmp_edge.artifacts import atomic_write
 from grmp_edge.preprocess import check_image_batch
 from grmp_edge.errors import GrmpError, require
 from grmp_edge.export.fp16 import score_head_nodes
-from grmp_edge.export.gates import GATE_DEFAULTS, GateFailed, agreement_gate, onnx_session, run_onnx
+from grmp_edge.export.gates import GATE_DEFAULTS, GateFailed, GateResult, agreement_gate, onnx_session, run_onnx
 
 GEMM_OPS = ("MatMul", "Gemm", "Conv")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -236,8 +237,54 @@ def time_batch1(path: str | os.PathLike, image: np.ndarray, runs: int = 10, thre
     return float(np.median(times))
 
 
-def _srcc_text(gate: dict) -> str:
-    return "undefined" if gate["srcc"] is None else f"{gate['srcc']:.4f}"
+@dataclass
+class CpuCandidate:
+    """One INT8 form tried for ONNX Runtime CPU: its latency at batch 1 and its gate against FP32."""
+
+    name: str
+    form: str
+    latency_ms: float
+    speedup: float
+    gate: GateResult
+
+    def to_dict(self) -> dict[str, Any]:
+        """As the bundle manifest lists it."""
+        return {"name": self.name, "form": self.form, "latency_ms": self.latency_ms, "speedup": self.speedup,
+                "gate": self.gate.to_dict()}
+
+
+@dataclass
+class Int8CpuReport:
+    """Which INT8 CPU form was kept and why: every candidate, and the FP32 latency they are timed against."""
+
+    chosen: CpuCandidate
+    fp32_ms: float
+    timing_runs: int
+    candidates: list[CpuCandidate]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``info`` of ``model_int8_cpu.onnx`` in the bundle manifest."""
+        return {"chosen": self.chosen.name, "form": self.chosen.form, "gate": self.chosen.gate.to_dict(),
+                "fp32_ms": self.fp32_ms, "timing_runs": self.timing_runs,
+                "candidates": [c.to_dict() for c in self.candidates]}
+
+
+def _srcc_text(gate: GateResult) -> str:
+    return "undefined" if gate.srcc is None else f"{gate.srcc:.4f}"
+
+
+def _pick(candidates: list[CpuCandidate], allow_drift: bool) -> CpuCandidate:
+    """The fastest candidate that passes its gate; the most agreeing one under ``allow_drift``."""
+    passing = [c for c in candidates if c.gate.passed]
+    if passing:
+        return min(passing, key=lambda c: c.latency_ms)
+    if allow_drift:
+        return max(candidates, key=lambda c: c.gate.srcc if c.gate.srcc is not None else -2.0)
+    raise GateFailed(
+        "no INT8 CPU form passes the gate: " + "; ".join(
+            f"{c.name}: SRCC {_srcc_text(c.gate)} ({c.gate.status})" for c in candidates)
+        + "; rerun with --allow-drift to keep the closest one"
+    )
 
 
 def quantize_int8_cpu(
@@ -250,14 +297,13 @@ def quantize_int8_cpu(
     allow_drift: bool = False,
     timing_runs: int = 10,
     threads: int | None = None,
-) -> tuple[Path, dict]:
+) -> tuple[Path, Int8CpuReport]:
     """Write the INT8 form that is fastest on ONNX Runtime CPU and agrees with FP32 at ``gate`` SRCC.
 
     Every candidate in :data:`CPU_CANDIDATES` is built, timed at batch 1 (median of ``timing_runs``)
     and gated against the FP32 graph on ``eval_batches``. The fastest passing one is copied to
     ``out_path``. If none passes, GateFailed is raised, unless ``allow_drift``, which keeps the most
-    agreeing one. Returns (out_path, info) with info = {chosen, form, gate, fp32_ms, candidates:
-    [{name, form, latency_ms, speedup, gate}]}.
+    agreeing one. Returns (out_path, report).
     """
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     calib = _check_batches(calib_batches, "calibration")
@@ -268,28 +314,13 @@ def quantize_int8_cpu(
         probe = evals[0][0]
         ref = run_onnx(fp32_path, evals, threads=threads)
         fp32_ms = time_batch1(fp32_path, probe, timing_runs, threads)
-        candidates = []
+        candidates, paths = [], {}
         for name, form, build in CPU_CANDIDATES:
-            path = Path(work) / f"{name}.onnx"
-            build(prepared, path, head, input_name, calib)
-            latency = time_batch1(path, probe, timing_runs, threads)
-            result = agreement_gate(f"int8 cpu {name}", ref, run_onnx(path, evals, threads=threads), labels, gate)
-            candidates.append({"name": name, "form": form, "latency_ms": latency,
-                               "speedup": fp32_ms / latency, "gate": result, "path": path})
-        passing = [c for c in candidates if c["gate"]["passed"]]
-        if passing:
-            chosen = min(passing, key=lambda c: c["latency_ms"])
-        elif allow_drift:
-            chosen = max(candidates, key=lambda c: c["gate"]["srcc"] if c["gate"]["srcc"] is not None else -2.0)
-        else:
-            raise GateFailed(
-                "no INT8 CPU form passes the gate: " + "; ".join(
-                    f"{c['name']}: SRCC {_srcc_text(c['gate'])} ({c['gate']['status']})" for c in candidates)
-                + "; rerun with --allow-drift to keep the closest one"
-            )
-        atomic_write(out_path, lambda tmp: shutil.copyfile(chosen["path"], tmp))
-    for c in candidates:
-        del c["path"]
-    info = {"chosen": chosen["name"], "form": chosen["form"], "gate": chosen["gate"],
-            "fp32_ms": fp32_ms, "timing_runs": timing_runs, "candidates": candidates}
-    return out_path, info
+            paths[name] = Path(work) / f"{name}.onnx"
+            build(prepared, paths[name], head, input_name, calib)
+            latency = time_batch1(paths[name], probe, timing_runs, threads)
+            result = agreement_gate(f"int8 cpu {name}", ref, run_onnx(paths[name], evals, threads=threads), labels, gate)
+            candidates.append(CpuCandidate(name, form, latency, fp32_ms / latency, result))
+        chosen = _pick(candidates, allow_drift)
+        atomic_write(out_path, lambda tmp: shutil.copyfile(paths[chosen.name], tmp))
+    return out_path, Int8CpuReport(chosen, fp32_ms, timing_runs, candidates)

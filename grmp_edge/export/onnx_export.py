@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,16 @@ def check_opset(opset: int) -> int:
         raise GrmpError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET} "
                         f"(ONNX Runtime quantisation and TensorRT 10 stop at {MAX_OPSET}), got {opset}")
     return int(opset)
+
+
+def check_onnx_model(model, failure: str) -> None:
+    """Run ``onnx.checker`` with ``full_check`` (shape inference included); a failure is one GrmpError
+    line, ``failure: <first line of the checker's message>``."""
+    onnx = require("onnx", "export")
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise GrmpError(f"{failure}: {str(exc).splitlines()[0]}") from None
 
 
 def _torch_to_onnx(folded, opset: int):
@@ -155,10 +166,7 @@ def export_onnx(folded, path: str | Path, opset: int = DEFAULT_OPSET, simplify: 
     }
     onnx.helper.set_model_props(model, props)
     model.doc_string = "grmp-edge quality model: uint8 RGB NHWC image -> score in (0, 1)"
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise GrmpError(f"exported ONNX fails onnx.checker: {str(exc).splitlines()[0]}") from None
+    check_onnx_model(model, "exported ONNX fails onnx.checker")
     problems = graph_contract_problems(model, folded)
     if problems:
         raise GrmpError("exported ONNX breaks the graph contract: " + "; ".join(problems))
@@ -172,13 +180,34 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
+@dataclass(frozen=True)
+class ParityReport:
+    """The FP32 graph against the folded PyTorch model on ``n`` images: max, p99 and mean |delta score|."""
+
+    n: int
+    max_abs: float
+    p99_abs: float
+    mean_abs: float
+    tolerance: float
+    passed: bool
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ParityReport":
+        """The report as the bundle manifest records it (:meth:`to_dict`'s inverse)."""
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``parity_fp32`` gate of the bundle manifest."""
+        return asdict(self)
+
+
 def parity_gate(folded, onnx_path: str | Path, images: np.ndarray, tolerance: float = PARITY_TOLERANCE,
-                batch: int = 16, onnx_scores: np.ndarray | None = None) -> dict[str, Any]:
+                batch: int = 16, onnx_scores: np.ndarray | None = None) -> ParityReport:
     """Compare the folded PyTorch model (FP32) with ONNX Runtime on real ``images``; raise if they differ.
 
     ``images`` are (N, S, S, 3) uint8 crops made by the runtime's preprocessing, N >= 64. Batches of
     ``batch`` (with a smaller last one) also exercise the dynamic batch axis. Returns the report
-    (``n``, ``max_abs``, ``p99_abs``, ``mean_abs``, ``tolerance``, ``passed``); raises GrmpError with
+    (:class:`ParityReport`); raises GrmpError with
     that report when ``max_abs > tolerance``. ``onnx_scores``: ONNX Runtime's scores of ``images`` when
     the caller already has them (the file is not run again).
     """
@@ -192,19 +221,14 @@ def parity_gate(folded, onnx_path: str | Path, images: np.ndarray, tolerance: fl
     if scores.shape != reference.shape:
         raise GrmpError(f"{scores.size} ONNX scores for {reference.size} parity images")
     delta = np.abs(scores - reference)
-    report = {
-        "n": int(len(images)),
-        "max_abs": float(delta.max()),
-        "p99_abs": float(np.percentile(delta, 99)),
-        "mean_abs": float(delta.mean()),
-        "tolerance": float(tolerance),
-        "passed": bool(delta.max() <= tolerance),
-    }
-    if not report["passed"]:
+    report = ParityReport(n=int(len(images)), max_abs=float(delta.max()), p99_abs=float(np.percentile(delta, 99)),
+                          mean_abs=float(delta.mean()), tolerance=float(tolerance),
+                          passed=bool(delta.max() <= tolerance))
+    if not report.passed:
         worst = int(delta.argmax())
         raise GrmpError(
-            f"ONNX parity gate failed: max |delta score| {report['max_abs']:.3g} > {tolerance:g} on "
-            f"{report['n']} images (p99 {report['p99_abs']:.3g}, mean {report['mean_abs']:.3g}; worst image "
+            f"ONNX parity gate failed: max |delta score| {report.max_abs:.3g} > {tolerance:g} on "
+            f"{report.n} images (p99 {report.p99_abs:.3g}, mean {report.mean_abs:.3g}; worst image "
             f"#{worst}: PyTorch {reference[worst]:.6f} vs ONNX Runtime {scores[worst]:.6f})"
         )
     return report

@@ -14,6 +14,11 @@ optimisation profile covers the batch axis of ``image``, and a timing cache file
 ``BuilderFlag.FP16`` is used only for the weakly typed fallback (an FP32 graph built as FP16), which
 TensorRT 11 removed (TensorRT-RTX never had it).
 
+One build is a chain of small steps, each usable alone (Polygraphy's loaders): :func:`parse_network`
+-> :func:`builder_config` + :func:`add_batch_profile` (+ :func:`use_timing_cache`) ->
+:func:`serialize_plan` -> :func:`gate_plan` -> the plan and its sidecar written atomically
+(:func:`build_engine` runs them in that order for either flavour).
+
 A plan only runs on the flavour, version and GPUs it was built for, so each ``.plan`` gets a sidecar
 JSON saying which (with the ONNX sha256 and what the plan computes, see
 :mod:`grmp_edge.export.trt_layers`); the runtime's
@@ -27,8 +32,9 @@ import datetime as _dt
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from grmp_edge.artifacts import atomic_write, atomic_write_bytes, atomic_write_json, cache_root, sha256_file
 from grmp_edge.device import jetpack_version
@@ -170,12 +176,37 @@ def _parse(trt, network, logger, onnx_path: Path) -> None:
     raise GrmpError(f"TensorRT's ONNX parser rejects {onnx_path.name}: " + "; ".join(lines[:6]) + more)
 
 
-def _network(trt, builder, strongly_typed: bool):
+@dataclass
+class ParsedNetwork:
+    """A TensorRT network parsed from an ONNX file, with the builder and logger that made it."""
+
+    trt: Any
+    logger: Any
+    builder: Any
+    network: Any
+    onnx_path: Path
+
+
+@dataclass
+class SerializedPlan:
+    """A built plan's bytes, how long the build took and the engine layers the builder reported."""
+
+    data: bytes
+    seconds: float
+    layers: list
+
+
+def parse_network(trt, onnx_path: Path, strongly_typed: bool = True) -> ParsedNetwork:
+    """Parse ``onnx_path`` into an explicit-batch network (strongly typed unless told otherwise)."""
+    logger = make_logger(trt)
+    builder = trt.Builder(logger)
     flags = 0
     typed_flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     if strongly_typed and typed_flag is not None:  # always on (and the flag deprecated) in TensorRT 11 and -RTX
         flags |= 1 << int(typed_flag)
-    return builder.create_network(flags)
+    network = builder.create_network(flags)
+    _parse(trt, network, logger, onnx_path)
+    return ParsedNetwork(trt, logger, builder, network, onnx_path)
 
 
 def parse_onnx(onnx_path: str | os.PathLike, flavour_name: str = "tensorrt") -> str:
@@ -183,10 +214,96 @@ def parse_onnx(onnx_path: str | os.PathLike, flavour_name: str = "tensorrt") -> 
     checked it (``"TensorRT-RTX 1.7.1.116 parser"``), or GrmpError naming each rejected node and op."""
     f = flavour(flavour_name)
     trt = import_tensorrt(f.name)
-    logger = make_logger(trt)
-    builder = trt.Builder(logger)
-    _parse(trt, _network(trt, builder, True), logger, Path(onnx_path))
+    parse_network(trt, Path(onnx_path))
     return f"{f.label} {trt.__version__} parser"
+
+
+def builder_config(parsed: ParsedNetwork, flavour_: Flavour, targets: dict, workspace_gib: float,
+                   strongly_typed: bool = True):
+    """A builder config: workspace limit, detailed layer information, the plan's target GPUs (an
+    ahead-of-time flavour) and, for the weakly typed fallback, ``BuilderFlag.FP16``."""
+    trt = parsed.trt
+    config = parsed.builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    # DETAILED keeps each engine layer's types: the builder logs them (TensorRT-RTX) and the engine
+    # inspector reads them (TensorRT).
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if flavour_.aot:
+        config.num_compute_capabilities = len(targets["compute_capabilities"])
+        for i, cc in enumerate(targets["compute_capabilities"]):
+            major, minor = parse_compute_capability(cc)
+            config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{major}{minor}"), i)
+    if not strongly_typed:
+        if not hasattr(trt.BuilderFlag, "FP16"):
+            raise GrmpError(
+                f"TensorRT {trt.__version__} builds strongly typed networks only: build the FP16 ONNX graph"
+            )
+        config.set_flag(trt.BuilderFlag.FP16)
+    return config
+
+
+def add_batch_profile(parsed: ParsedNetwork, config, profile_batch: dict) -> None:
+    """One optimisation profile over the batch axis of the network's only input, ``image``."""
+    network, name = parsed.network, parsed.onnx_path.name
+    inputs = [network.get_input(i).name for i in range(network.num_inputs)]
+    if inputs != [INPUT_NAME]:
+        raise GrmpError(f"{name}: expected one input named {INPUT_NAME!r}, found {inputs}")
+    shape = tuple(network.get_input(0).shape)
+    rest = shape[1:]
+    if any(d < 0 for d in rest):
+        raise GrmpError(f"{name}: only the batch axis may be dynamic, input shape is {shape}")
+    profile = parsed.builder.create_optimization_profile()
+    profile.set_shape(INPUT_NAME, *((profile_batch[k], *rest) for k in ("min", "opt", "max")))
+    config.add_optimization_profile(profile)
+
+
+def use_timing_cache(config, cache_path: Path) -> Path:
+    """Load ``cache_path`` into ``config`` (a fresh cache where it is missing, corrupt or from another
+    TensorRT or GPU); returns the path to save it back to after the build."""
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    return cache_path
+
+
+def serialize_plan(parsed: ParsedNetwork, config, flavour_: Flavour, plan_name: str,
+                   workspace_gib: float) -> SerializedPlan:
+    """Build the plan (TensorRT's phases as progress bars) and read back its engine layers."""
+    started = time.perf_counter()
+    serialized = _build_with_progress(parsed.trt, flavour_, parsed.builder, parsed.network, config, plan_name)
+    seconds = time.perf_counter() - started
+    if serialized is None:
+        raise GrmpError(
+            f"{flavour_.label} could not build {plan_name}: " + ("; ".join(parsed.logger.errors[-3:]) or "no error message")
+            + f" (try a larger --workspace than {workspace_gib:g} GiB if it mentions memory)"
+        )
+    data = bytes(memoryview(serialized))
+    return SerializedPlan(data, seconds, _engine_layers(parsed.trt, flavour_, parsed.logger, data))
+
+
+def gate_plan(parsed: ParsedNetwork, plan: SerializedPlan, precision: str, plan_name: str,
+              allow_drift: bool) -> tuple[list[str], trt_layers.LayerSummary]:
+    """The plan gate's problems and the layer summary; GateFailed on problems unless ``allow_drift``."""
+    from grmp_edge.export.gates import GateFailed
+
+    kinds, asked = trt_layers.network_kinds(parsed.network)
+    problems = trt_layers.plan_gate_problems(precision, plan.layers, kinds, asked)
+    if problems and not allow_drift:
+        raise GateFailed(f"the {precision} plan {plan_name} does not compute what {parsed.onnx_path.name} asks: "
+                         f"{'; '.join(problems)}; rerun with --allow-drift to keep it anyway")
+    return problems, trt_layers.summarize(plan.layers, kinds)
+
+
+def _check_request(onnx_path: Path, precision: str, strongly_typed: bool, workspace_gib: float) -> None:
+    """One-line GrmpErrors for a build that cannot start."""
+    if precision not in PRECISIONS:
+        raise GrmpError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if not onnx_path.is_file():
+        raise GrmpError(f"ONNX model not found: {onnx_path}")
+    if not strongly_typed and precision != "fp16":
+        raise GrmpError("the weakly typed build is only the FP16 fallback; INT8 needs the QDQ graph")
+    if workspace_gib <= 0:
+        raise GrmpError(f"workspace must be positive, got {workspace_gib} GiB")
 
 
 def build_engine(
@@ -215,82 +332,21 @@ def build_engine(
     layers, GEMMs, LayerNorms and Softmaxes run in each precision; a plan that fails its gate (see
     :func:`grmp_edge.export.trt_layers.plan_gate_problems`) raises GateFailed unless ``allow_drift``.
     """
-    from grmp_edge.export.gates import GateFailed
-
     f = flavour(flavour_name)
     trt = import_tensorrt(f.name)
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
-    if precision not in PRECISIONS:
-        raise GrmpError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if not onnx_path.is_file():
-        raise GrmpError(f"ONNX model not found: {onnx_path}")
-    if not strongly_typed and precision != "fp16":
-        raise GrmpError("the weakly typed build is only the FP16 fallback; INT8 needs the QDQ graph")
-    if workspace_gib <= 0:
-        raise GrmpError(f"workspace must be positive, got {workspace_gib} GiB")
+    _check_request(onnx_path, precision, strongly_typed, workspace_gib)
     profile_batch = batch_profile(batch)
-    info = build_targets(trt, f, compute_capabilities)
-
-    logger = make_logger(trt)
-    builder = trt.Builder(logger)
-    network = _network(trt, builder, strongly_typed)
-    _parse(trt, network, logger, onnx_path)
-
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-    # DETAILED keeps each engine layer's types: the builder logs them (TensorRT-RTX) and the engine
-    # inspector reads them (TensorRT).
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if f.aot:
-        config.num_compute_capabilities = len(info["compute_capabilities"])
-        for i, cc in enumerate(info["compute_capabilities"]):
-            major, minor = parse_compute_capability(cc)
-            config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{major}{minor}"), i)
-    if not strongly_typed:
-        if not hasattr(trt.BuilderFlag, "FP16"):
-            raise GrmpError(
-                f"TensorRT {trt.__version__} builds strongly typed networks only: build the FP16 ONNX graph"
-            )
-        config.set_flag(trt.BuilderFlag.FP16)
-
-    inputs = [network.get_input(i).name for i in range(network.num_inputs)]
-    if inputs != [INPUT_NAME]:
-        raise GrmpError(f"{onnx_path.name}: expected one input named {INPUT_NAME!r}, found {inputs}")
-    image = network.get_input(0)
-    rest = tuple(image.shape)[1:]
-    if any(d < 0 for d in rest):
-        raise GrmpError(f"{onnx_path.name}: only the batch axis may be dynamic, input shape is {tuple(image.shape)}")
-    profile = builder.create_optimization_profile()
-    profile.set_shape(
-        INPUT_NAME,
-        (profile_batch["min"], *rest), (profile_batch["opt"], *rest), (profile_batch["max"], *rest),
-    )
-    config.add_optimization_profile(profile)
-
-    cache_path = None
-    if not f.aot:
-        cache_path = Path(timing_cache) if timing_cache else default_timing_cache(info)
-        cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-            # A corrupt cache, or one from another TensorRT or GPU, is refused; start a fresh one instead.
-            config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
-
-    started = time.perf_counter()
-    serialized = _build_with_progress(trt, f, builder, network, config, plan_path.name)
-    seconds = time.perf_counter() - started
-    if serialized is None:
-        raise GrmpError(
-            f"{f.label} could not build {plan_path.name}: " + ("; ".join(logger.errors[-3:]) or "no error message")
-            + f" (try a larger --workspace than {workspace_gib:g} GiB if it mentions memory)"
-        )
-    data = bytes(memoryview(serialized))
-    layers = _engine_layers(trt, f, logger, data)
-    kinds, asked = trt_layers.network_kinds(network)
-    problems = trt_layers.plan_gate_problems(precision, layers, kinds, asked)
-    if problems and not allow_drift:
-        raise GateFailed(f"the {precision} plan {plan_path.name} does not compute what {onnx_path.name} asks: "
-                         f"{'; '.join(problems)}; rerun with --allow-drift to keep it anyway")
-    atomic_write(plan_path, lambda tmp: tmp.write_bytes(data))
+    targets = build_targets(trt, f, compute_capabilities)
+    parsed = parse_network(trt, onnx_path, strongly_typed)
+    config = builder_config(parsed, f, targets, workspace_gib, strongly_typed)
+    add_batch_profile(parsed, config, profile_batch)
+    # TensorRT-RTX's timing-cache calls are no-ops that log CUDA errors without a GPU.
+    cache_path = None if f.aot else use_timing_cache(
+        config, Path(timing_cache) if timing_cache else default_timing_cache(targets))
+    plan = serialize_plan(parsed, config, f, plan_path.name, workspace_gib)
+    problems, summary = gate_plan(parsed, plan, precision, plan_path.name, allow_drift)
+    atomic_write(plan_path, lambda tmp: tmp.write_bytes(plan.data))
     if cache_path is not None:
         atomic_write_bytes(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
     atomic_write_json(sidecar_path(plan_path), {
@@ -301,10 +357,10 @@ def build_engine(
         "strongly_typed": strongly_typed,
         "batch": profile_batch,
         "workspace_gib": workspace_gib,
-        **info,
-        "build_seconds": round(seconds, 2),
-        "plan_bytes": len(data),
-        "layers": trt_layers.summarize(layers, kinds),
+        **targets,
+        "build_seconds": round(plan.seconds, 2),
+        "plan_bytes": len(plan.data),
+        "layers": summary.to_dict(),
         "plan_gate": {"passed": not problems, "problems": problems},
         "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     })

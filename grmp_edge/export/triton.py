@@ -27,7 +27,7 @@ from typing import Optional
 from grmp_edge.artifacts import atomic_write, atomic_write_text
 from grmp_edge.errors import GrmpError
 from grmp_edge.runtime.bundle import LoadedBundle, auto_precisions
-from grmp_edge.spec import BundleFile, INPUT_NAME, OUTPUT_NAME
+from grmp_edge.spec import PRECISIONS, BundleFile, INPUT_NAME, OUTPUT_NAME
 
 MODEL_NAME = "grmp_iqa"
 DEVICES = {"cpu": ("onnxruntime-cpu", "KIND_CPU"), "gpu": ("onnxruntime-cuda", "KIND_GPU")}
@@ -127,7 +127,7 @@ def export_repository(bundle: Optional[Path] = None, device: str = "cpu", precis
     from grmp_edge.runs import discard_on_failure, new_run_dir, slug
     from grmp_edge.runtime.bundle import load_bundle
 
-    if precision != "auto" and precision not in ("fp32", "fp16", "int8"):
+    if precision != "auto" and precision not in PRECISIONS:
         raise GrmpError(f"--precision for --format triton must be auto, fp32, fp16 or int8, got {precision!r}")
     loaded = load_bundle(bundle)
     repo = new_run_dir("triton", slug(name) if name else None)

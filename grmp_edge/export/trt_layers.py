@@ -44,6 +44,8 @@ _GEMM_NAME = re.compile(r"_gemm_|(?:^|[a-z_])Fc(?=[A-Z_]|$)")
 NETWORK_KINDS = {"MATRIX_MULTIPLY": "gemm", "CONVOLUTION": "gemm", "NORMALIZATION": "layernorm",
                  "SOFTMAX": "softmax"}
 KINDS = ("gemm", "layernorm", "softmax")
+# The per-precision counts of a plan that its bundle entry repeats from the sidecar.
+SUMMARY_COUNTS = ("layers", *KINDS)
 
 _LOG_LINE = re.compile(
     r"Name: (?P<name>.*?), LayerType: (?P<type>\w+), Inputs: \[(?P<inputs>.*?)\], "
@@ -145,13 +147,28 @@ def network_kinds(network) -> tuple[dict[str, str], dict[str, str]]:
     return kinds, asked
 
 
-def summarize(layers: list[EngineLayer], kinds: Mapping[str, str]) -> dict:
-    """Counts of engine layers per precision, and per precision the GEMMs, LayerNorms and Softmaxes.
+@dataclass
+class LayerSummary:
+    """What a plan computes: engine layers per precision, and per precision its GEMMs, LayerNorms and
+    Softmaxes; ``non_int8_gemms`` names the GEMM layers not in INT8 (for the INT8 gate)."""
 
-    ``{"source", "layers": {"int8": n, "fp16": n, "fp32": n, "other": n}, "gemm": {...},
-    "layernorm": {...}, "softmax": {...}}``: a LayerNorm or Softmax counts in every engine layer
-    whose ONNX nodes include one (fusion can split a norm over two kernels); GEMMs are the engine
-    layers that multiply. ``non_int8_gemms`` names GEMM layers not in INT8 (for the INT8 gate).
+    layers: dict[str, int]
+    gemm: dict[str, int]
+    layernorm: dict[str, int]
+    softmax: dict[str, int]
+    non_int8_gemms: list[str]
+
+    def to_dict(self) -> dict:
+        """The ``layers`` of a plan's sidecar."""
+        return {"layers": self.layers, "gemm": self.gemm, "layernorm": self.layernorm, "softmax": self.softmax,
+                "non_int8_gemms": self.non_int8_gemms}
+
+
+def summarize(layers: list[EngineLayer], kinds: Mapping[str, str]) -> LayerSummary:
+    """Count engine layers per precision, and per precision the GEMMs, LayerNorms and Softmaxes.
+
+    A LayerNorm or Softmax counts in every engine layer whose ONNX nodes include one (fusion can
+    split a norm over two kernels); GEMMs are the engine layers that multiply.
     """
     counts = {p: 0 for p in (*PRECISION_ORDER, "other")}
     per_kind: dict[str, dict[str, int]] = {k: {} for k in KINDS}
@@ -167,7 +184,7 @@ def summarize(layers: list[EngineLayer], kinds: Mapping[str, str]) -> dict:
         for kind in ("layernorm", "softmax"):
             if kind in held:
                 per_kind[kind][precision] = per_kind[kind].get(precision, 0) + 1
-    return {"layers": counts, **per_kind, "non_int8_gemms": non_int8}
+    return LayerSummary(layers=counts, **per_kind, non_int8_gemms=non_int8)
 
 
 def plan_gate_problems(precision: str, layers: list[EngineLayer], kinds: Mapping[str, str],

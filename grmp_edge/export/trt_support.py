@@ -217,6 +217,16 @@ _AXES_INPUT = {  # op -> index of the `axes` input that must be an initializer (
     **{op: 1 for op in SUPPORTED_OPS if op.startswith("Reduce")},
 }
 _TOPK_MAX_K = 3840
+# Attributes the parser takes only some values of: op -> ((attribute, ONNX default, values it takes), ...).
+ALLOWED_ATTRIBUTES: dict[str, tuple[tuple[str, Any, tuple], ...]] = {
+    "Resize": (("coordinate_transformation_mode", "half_pixel", _RESIZE_COORDINATE_MODES),
+               ("mode", "nearest", ("nearest", "linear")),
+               ("keep_aspect_ratio_policy", "stretch", ("stretch",)),
+               ("antialias", 0, (0,))),
+    "TopK": (("sorted", 1, (1,)),),
+    "LSTM": (("input_forget", 0, (0,)), ("layout", 0, (0,))),
+    "ScatterND": (("reduction", "none", ("none",)),),
+}
 
 
 @dataclass(frozen=True)
@@ -255,6 +265,10 @@ class _Graph:
         self.io = {vi.name for vi in list(graph.input) + list(graph.output)}
         self.used = {name for node in graph.node for name in node.input if name}
         self.used |= {vi.name for vi in graph.output}
+
+    def dims(self, node, index: int = 0) -> list | None:
+        """The dimensions of a node's input (None for an unknown one), when shape inference knows them."""
+        return self.ranks.get(_input(node, index))
 
     def array(self, name: str):
         """The value of a constant input as numpy, or None when it is not a constant."""
@@ -322,26 +336,26 @@ def _extra_outputs_rule(node, g: _Graph) -> list[str]:
     return [f"only the first output is supported, {extra} are used"] if extra else []
 
 
+def _attribute_problems(node) -> list[str]:
+    """The attributes of ``node`` set to a value :data:`ALLOWED_ATTRIBUTES` says the parser refuses."""
+    problems = []
+    for name, default, allowed in ALLOWED_ATTRIBUTES.get(node.op_type, ()):
+        value = _attr(node, name, default)
+        if value not in allowed:
+            problems.append(f"`{name}` {value!r} is unsupported; TensorRT takes {', '.join(map(repr, allowed))}")
+    return problems
+
+
 def _resize_rule(node, g: _Graph) -> list[str]:
     problems = []
-    coord = _attr(node, "coordinate_transformation_mode", "half_pixel")
-    if coord not in _RESIZE_COORDINATE_MODES:
-        problems.append(f"coordinate_transformation_mode {coord!r} is unsupported")
-    mode = _attr(node, "mode", "nearest")
-    if mode not in ("nearest", "linear"):
-        problems.append(f"mode {mode!r} is unsupported (nearest or linear only)")
     nearest = _attr(node, "nearest_mode", "round_prefer_floor")
-    if mode == "nearest" and nearest not in _RESIZE_NEAREST_MODES:
+    if _attr(node, "mode", "nearest") == "nearest" and nearest not in _RESIZE_NEAREST_MODES:
         problems.append(f"nearest_mode {nearest!r} is unsupported")
-    if _attr(node, "keep_aspect_ratio_policy", "stretch") != "stretch":
-        problems.append("keep_aspect_ratio_policy must be 'stretch'")
-    if _attr(node, "antialias", 0):
-        problems.append("antialiasing is not supported")
     axes = _attr(node, "axes")
     if axes is not None and list(axes) != list(range(len(axes))):
         problems.append(f"`axes` must be an iota vector of the input rank, got {list(axes)}")
     elif axes is not None:
-        rank = g.ranks.get(_input(node, 0))
+        rank = g.dims(node)
         if rank is not None and len(axes) != len(rank):
             problems.append(f"`axes` must cover all {len(rank)} input dimensions, got {list(axes)}")
     return problems
@@ -363,28 +377,19 @@ def _constant_rule(node, g: _Graph) -> list[str]:
 
 
 def _topk_rule(node, g: _Graph) -> list[str]:
-    problems = []
-    if _attr(node, "sorted", 1) != 1:
-        problems.append("`sorted` must be 1")
     k = g.array(_input(node, 1)) if _input(node, 1) else None
     if k is not None and int(k.reshape(-1)[0]) >= _TOPK_MAX_K:
-        problems.append(f"`K` must be less than {_TOPK_MAX_K}, got {int(k.reshape(-1)[0])}")
-    return problems
+        return [f"`K` must be less than {_TOPK_MAX_K}, got {int(k.reshape(-1)[0])}"]
+    return []
 
 
 def _recurrent_rule(node, g: _Graph) -> list[str]:
-    problems = []
-    if node.op_type == "LSTM":
-        if _attr(node, "input_forget", 0) != 0:
-            problems.append("`input_forget` must be 0")
-        if _attr(node, "layout", 0) != 0:
-            problems.append("`layout` must be 0")
     acts = _attr(node, "activations")
     if _attr(node, "direction", "forward") == "bidirectional" and acts:
         half = len(acts) // 2
         if list(acts[:half]) != list(acts[half:]):
-            problems.append("bidirectional activations must be the same in both directions")
-    return problems
+            return ["bidirectional activations must be the same in both directions"]
+    return []
 
 
 def _onehot_rule(node, g: _Graph) -> list[str]:
@@ -392,14 +397,14 @@ def _onehot_rule(node, g: _Graph) -> list[str]:
 
 
 def _static_input_rule(node, g: _Graph) -> list[str]:
-    dims = g.ranks.get(_input(node, 0))
+    dims = g.dims(node)
     if dims is not None and any(d is None for d in dims):
         return [f"`input` must have static dimensions, got {dims}"]
     return []
 
 
 def _hardmax_rule(node, g: _Graph) -> list[str]:
-    dims = g.ranks.get(_input(node, 0))
+    dims = g.dims(node)
     if dims is None:
         return []
     axis = _attr(node, "axis", -1)
@@ -409,7 +414,7 @@ def _hardmax_rule(node, g: _Graph) -> list[str]:
 
 
 def _grid_sample_rule(node, g: _Graph) -> list[str]:
-    dims = g.ranks.get(_input(node, 0))
+    dims = g.dims(node)
     return [f"input must be 4D, got rank {len(dims)}"] if dims is not None and len(dims) != 4 else []
 
 
@@ -419,15 +424,10 @@ def _deform_conv_rule(node, g: _Graph) -> list[str]:
     half = len(pads) // 2
     if pads and pads[:half] != pads[half:]:
         problems.append(f"begin and end `pads` must be equal, got {pads}")
-    dims = g.ranks.get(_input(node, 0))
+    dims = g.dims(node)
     if dims is not None and len(dims) - 2 not in (1, 2):
         problems.append(f"only 1D or 2D spatial inputs are supported, got rank {len(dims)}")
     return problems
-
-
-def _scatter_nd_rule(node, g: _Graph) -> list[str]:
-    reduction = _attr(node, "reduction", "none")
-    return [f"`reduction` {reduction!r} is not supported"] if reduction != "none" else []
 
 
 RESTRICTION_CHECKS: dict[str, Callable[[Any, _Graph], list[str]]] = {
@@ -444,7 +444,6 @@ RESTRICTION_CHECKS: dict[str, Callable[[Any, _Graph], list[str]]] = {
     "LSTM": _recurrent_rule, "GRU": _recurrent_rule, "RNN": _recurrent_rule,
     "OneHot": _onehot_rule,
     "Resize": _resize_rule,
-    "ScatterND": _scatter_nd_rule,
     "TopK": _topk_rule,
     **{op: _axes_rule for op in _AXES_INPUT},
 }
@@ -500,7 +499,7 @@ def _check_graph(graph, g: _Graph) -> list[TrtProblem]:
         if node.op_type not in SUPPORTED_OPS:
             problems.append(TrtProblem(label, node.op_type, "not in TensorRT 10's ONNX operator table"))
             continue
-        messages = _type_problems(node, g)
+        messages = _type_problems(node, g) + _attribute_problems(node)
         rule = RESTRICTION_CHECKS.get(node.op_type)
         if rule is not None:
             messages += rule(node, g)

@@ -118,7 +118,9 @@ def build_tiny_vit(images: np.ndarray | None = None, seed: int = 0):
             self.register_buffer("centre", torch.zeros(()))
 
         def embed(self, image):
-            x = (image.permute(0, 3, 1, 2).float() - self.mean) / self.std
+            # Cast before the transpose: TensorRT takes uint8 only as a network input, so the exported
+            # graph must not transpose it (the folded model's forward casts first too).
+            x = (image.float().permute(0, 3, 1, 2) - self.mean) / self.std
             x = self.conv(x).flatten(2).transpose(1, 2)
             x = torch.cat([self.cls.expand(x.shape[0], 1, WIDTH), x], dim=1) + self.pos
             x = self.ln_pre(x)
@@ -220,7 +222,8 @@ def model():
     """grmp-tiny with random weights (few prompts keep it fast; folding does not depend on the count)."""
     import torch
 
-    from grmp_edge.train.model import build_model, model_spec
+    from grmp_edge.train.backbones import model_spec
+    from grmp_edge.train.model import build_model
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

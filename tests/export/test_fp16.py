@@ -65,8 +65,8 @@ def test_fp16_agrees_with_fp32(tiny_graph, fp16_path):
     batches = tiny_graph.batches(16)
     ref = run_onnx(tiny_graph.onnx_path, batches, threads=1)
     gate = agreement_gate("fp16", ref, run_onnx(fp16_path, batches, threads=1), min_srcc=GATE_DEFAULTS["fp16"])
-    assert gate["passed"], gate
-    assert gate["max_abs_delta"] < 5e-3
+    assert gate.passed, gate
+    assert gate.max_abs_delta < 5e-3
 
 
 def test_head_is_everything_after_the_last_layernorm(tiny_graph):

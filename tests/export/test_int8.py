@@ -89,7 +89,7 @@ def test_qdq_runs_on_ort_and_passes_the_gate(tiny_graph, qdq_paths, method):
     ref = run_onnx(tiny_graph.onnx_path, batches, threads=1)
     gate = agreement_gate(method, ref, run_onnx(qdq_paths[method], batches, threads=1),
                           min_srcc=GATE_DEFAULTS["int8"])
-    assert gate["passed"], gate
+    assert gate.passed, gate
 
 
 def test_calibration_methods_give_different_ranges(qdq_paths):
@@ -116,7 +116,7 @@ def test_entropy_calibration_clips_ranges(tiny_graph, qdq_paths, tmp_path):
     assert any(entropy_scales[k] < 0.95 * minmax_scales[k] for k in entropy_scales)
     batches = tiny_graph.batches(16)
     gate = agreement_gate("entropy", run_onnx(tiny_graph.onnx_path, batches), run_onnx(path, batches), min_srcc=0.99)
-    assert gate["passed"], gate
+    assert gate.passed, gate
 
 
 def test_qdq_rejects_bad_arguments(tiny_graph, tmp_path):
@@ -161,14 +161,19 @@ def cpu_result(tiny_graph, tmp_path_factory):
 def test_cpu_form_keeps_fastest_passing_candidate(cpu_result):
     path, info = cpu_result
     assert path.is_file()
-    names = [c["name"] for c in info["candidates"]]
+    names = [c.name for c in info.candidates]
     assert names == [name for name, _, _ in CPU_CANDIDATES]
-    passing = [c for c in info["candidates"] if c["gate"]["passed"]]
+    passing = [c for c in info.candidates if c.gate.passed]
     assert passing, info
-    fastest = min(passing, key=lambda c: c["latency_ms"])
-    assert info["chosen"] == fastest["name"] and info["gate"] == fastest["gate"]
-    assert info["fp32_ms"] > 0 and all(c["latency_ms"] > 0 for c in info["candidates"])
-    assert set(info["gate"]["labels"]) == {"fp32", f"int8 cpu {info['chosen']}"}
+    fastest = min(passing, key=lambda c: c.latency_ms)
+    assert info.chosen == fastest
+    assert info.fp32_ms > 0 and all(c.latency_ms > 0 for c in info.candidates)
+    assert set(info.chosen.gate.labels) == {"fp32", f"int8 cpu {info.chosen.name}"}
+    # The manifest's form of the report: today's keys, the chosen form's gate repeated at the top.
+    manifest_info = info.to_dict()
+    assert list(manifest_info) == ["chosen", "form", "gate", "fp32_ms", "timing_runs", "candidates"]
+    assert manifest_info["chosen"] == fastest.name and manifest_info["gate"] == fastest.gate.to_dict()
+    assert [list(c) for c in manifest_info["candidates"]] == [["name", "form", "latency_ms", "speedup", "gate"]] * 2
     assert not list(path.parent.glob(".int8cpu-*"))  # the work folder is gone
 
 
@@ -177,7 +182,7 @@ def test_cpu_form_runs_and_agrees(tiny_graph, cpu_result):
     batches = tiny_graph.batches(16)
     scores = run_onnx(path, batches, threads=1)
     gate = agreement_gate("int8 cpu", run_onnx(tiny_graph.onnx_path, batches, threads=1), scores, min_srcc=0.99)
-    assert gate["srcc"] == pytest.approx(info["gate"]["srcc"])
+    assert gate.srcc == pytest.approx(info.chosen.gate.srcc)
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "QLinearConv"}
 
@@ -188,5 +193,5 @@ def test_cpu_form_fails_an_impossible_gate(tiny_graph, tmp_path):
         quantize_int8_cpu(*args, gate=1.01, timing_runs=1, threads=1)
     assert not (tmp_path / "cpu.onnx").exists()
     path, info = quantize_int8_cpu(*args, gate=1.01, allow_drift=True, timing_runs=1, threads=1)
-    best = max(info["candidates"], key=lambda c: c["gate"]["srcc"])
-    assert path.is_file() and info["chosen"] == best["name"] and not info["gate"]["passed"]
+    best = max(info.candidates, key=lambda c: c.gate.srcc)
+    assert path.is_file() and info.chosen == best and not info.chosen.gate.passed

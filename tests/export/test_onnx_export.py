@@ -82,8 +82,9 @@ def test_metadata_holds_the_specs(exported, model):
 def test_parity_gate_on_real_photos(exported, folded, crops):
     path, _ = exported
     report = parity_gate(folded, path, crops)
-    assert report["passed"] and report["n"] == len(crops) >= 64
-    assert report["max_abs"] <= 1e-4
+    assert report.passed and report.n == len(crops) >= 64
+    assert report.max_abs <= 1e-4
+    assert list(report.to_dict()) == ["n", "max_abs", "p99_abs", "mean_abs", "tolerance", "passed"]
 
 
 def test_parity_gate_fails_with_a_report(exported, model, crops):

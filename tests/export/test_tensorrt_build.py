@@ -121,6 +121,8 @@ def test_layers_from_tensorrt_inspector_json():
     layers = layers_from_inspector_json(text)
     assert [(layer.is_gemm, layer.precision) for layer in layers] == [(True, "int8"), (False, "fp32")]
     summary = summarize(layers, {"/ln_1/LayerNormalization": "layernorm"})
-    assert summary["gemm"] == {"int8": 1} and summary["layernorm"] == {"fp32": 1} and summary["softmax"] == {}
+    assert summary.gemm == {"int8": 1} and summary.layernorm == {"fp32": 1} and summary.softmax == {}
+    assert summary.to_dict() == {"layers": {"int8": 1, "fp16": 0, "fp32": 1, "other": 0}, "gemm": {"int8": 1},
+                                 "layernorm": {"fp32": 1}, "softmax": {}, "non_int8_gemms": []}
     with pytest.raises(GrmpError, match="detailed profiling verbosity"):
         layers_from_inspector_json(json.dumps({"Layers": ["a", "b"]}))

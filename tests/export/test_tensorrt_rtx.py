@@ -25,7 +25,9 @@ from grmp_edge.export.tensorrt_build import build_engine, load_sidecar, parse_on
 from grmp_edge.export.trt_layers import EngineLayer, plan_gate_problems  # noqa: E402
 from grmp_edge.export.trt_support import gate_tensorrt_support  # noqa: E402
 from grmp_edge.runtime.bundle import load_bundle  # noqa: E402
-from grmp_edge.train.model import build_model, model_spec, save_checkpoint  # noqa: E402
+from grmp_edge.train.backbones import model_spec  # noqa: E402
+from grmp_edge.train.checkpoint import save_checkpoint  # noqa: E402
+from grmp_edge.train.model import build_model  # noqa: E402
 
 TARGETS = ["8.6", "8.9", "12.0"]
 
