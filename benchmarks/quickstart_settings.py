@@ -3,53 +3,70 @@
     python benchmarks/quickstart_settings.py     # writes benchmarks/quickstart_settings.{json,md} (~20 min)
     python benchmarks/quickstart_settings.py --rows "quickstart (chosen)" "quickstart, continual-reset"
 
-Every row runs the quickstart's ``grmp-edge train`` command (the full preset's options, then the
-row's own options appended; the last value of a repeated option wins) on the quickstart's corpus
-(``--resume``: a rerun keeps finished rows and their timings are then not training times),
-then scores the held-out photos with :func:`grmp_edge.quickstart.level_table` after meta
+Every row trains as the quickstart does (the full preset's schedule, with the row's own settings in
+place of the preset's; each row records the equivalent ``grmp-edge train`` command) on the
+quickstart's corpus (resumed: a rerun keeps finished rows and their timings are then not training
+times), then scores the held-out photos with :func:`grmp_edge.quickstart.level_table` after meta
 pre-training (``meta/``) and after fine-tuning (``best/``): mean per-type SRCC of score vs level,
-pooled over photos / per photo, over all 25 types. The row ``cli defaults`` restores the CLI's
-defaults (the paper's settings) for every option the preset changes.
+pooled over photos / per photo, over all 25 types. The row ``cli defaults`` restores the paper's
+schedule (the CLI's defaults for other backbones) for the optimiser settings the preset changes.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
 import time
-from dataclasses import fields
+from dataclasses import replace
 from pathlib import Path
 
-
-def cli_defaults() -> list[str]:
-    """The CLI's own values for every training option the quickstart preset overrides."""
-    from grmp_edge.train.finetune import FinetuneConfig
-    from grmp_edge.train.meta import MetaConfig
-
-    meta, ft = {f.name: f.default for f in fields(MetaConfig)}, {f.name: f.default for f in fields(FinetuneConfig)}
-    return ["--meta-lr", f"{meta['inner_lr']:g}", "--meta-eps", f"{meta['eps']:g}",
-            "--support-batch", str(meta["support_batch"]), "--query-batch", str(meta["query_batch"]),
-            "--unfreeze-blocks", str(ft["unfreeze_blocks"]), "--lr", f"{ft['lr']:g}"]
+# The paper's values of the optimiser settings grmp-tiny's schedule changes.
+PAPER_OPTIMISER = ("meta_lr", "meta_eps", "support_batch", "query_batch", "unfreeze_blocks", "lr")
 
 
-def rows() -> dict[str, list[str]]:
-    """Row name -> options appended to the full preset's ``grmp-edge train`` options."""
-    default = cli_defaults()
+def rows() -> dict[str, dict]:
+    """Row name -> settings in place of the full preset's: schedule fields (``grmp-edge train`` option
+    names), or ``meta_algo``."""
+    from grmp_edge.train.schedules import PAPER_SCHEDULE
+
+    paper = {k: PAPER_SCHEDULE.to_dict()[k] for k in PAPER_OPTIMISER}
     return {
-        "quickstart (chosen)": [],
-        "quickstart, release outer step 0.01": ["--meta-eps", "0.01"],
-        "quickstart, outer step 0.1": ["--meta-eps", "0.1"],
-        "quickstart, continual-reset": ["--meta-algo", "continual-reset"],
-        "cli defaults": default,
-        "cli defaults, last block": default + ["--unfreeze-blocks", "1"],
-        "quickstart meta, 4 blocks at lr 1e-3": ["--unfreeze-blocks", "4", "--lr", "1e-3"],
-        "quickstart meta, last block at lr 1e-3": ["--lr", "1e-3"],
-        "quickstart, 2 blocks": ["--unfreeze-blocks", "2"],
-        "quickstart, 8 meta epochs": ["--meta-epochs", "8"],
-        "quickstart, 300 epochs": ["--epochs", "300"],
+        "quickstart (chosen)": {},
+        "quickstart, release outer step 0.01": {"meta_eps": 0.01},
+        "quickstart, outer step 0.1": {"meta_eps": 0.1},
+        "quickstart, continual-reset": {"meta_algo": "continual-reset"},
+        "cli defaults": paper,
+        "cli defaults, last block": {**paper, "unfreeze_blocks": 1},
+        "quickstart meta, 4 blocks at lr 1e-3": {"unfreeze_blocks": 4, "lr": 1e-3},
+        "quickstart meta, last block at lr 1e-3": {"lr": 1e-3},
+        "quickstart, 2 blocks": {"unfreeze_blocks": 2},
+        "quickstart, 8 meta epochs": {"meta_epochs": 8},
+        "quickstart, 300 epochs": {"epochs": 300},
     }
+
+
+def train_row(name: str, settings: dict, corpus, preset, runs: Path) -> dict:
+    """Train one row (resumed if it was started before) and score it after each stage."""
+    from grmp_edge.quickstart import level_table, schedule_args, train_model, train_plan
+    from grmp_edge.runs import slug
+
+    run = slug(name)
+    schedule_settings = {k: v for k, v in settings.items() if k != "meta_algo"}
+    algo = {"algo": settings["meta_algo"]} if "meta_algo" in settings else {}
+    plan = train_plan(corpus, replace(preset.schedule, **schedule_settings), **algo)
+    options = schedule_args(settings)
+    argv = ["train", "--data", str(corpus.fewshot), "--meta-data", str(corpus.meta), "--backbone", "grmp-tiny",
+            "--pretrained", "bootstrap", *preset.train_args(), *options, "--name", run, "--resume"]
+    start = time.perf_counter()  # a finished row (interrupted benchmark) is resumed, not retrained
+    trained = train_model(plan, resume=True, name=run)
+    row = {"row": name, "options": options, "command": "grmp-edge " + shlex.join(argv),
+           "train_s": round(time.perf_counter() - start, 1), "meta_heldout_srcc": trained.meta.best_score,
+           "test_srcc": {"before": trained.initial_summary["srcc"]["mean"], "after": trained.summary["srcc"]["mean"]},
+           "test_plcc": {"before": trained.initial_summary["plcc"]["mean"], "after": trained.summary["plcc"]["mean"]}}
+    for stage in ("meta", "best"):
+        row[f"level_srcc_after_{stage}"] = level_table(runs / "train" / run / stage, corpus.heldout).all_mean
+    return row
 
 
 def main(argv: list[str]) -> int:
@@ -63,44 +80,24 @@ def main(argv: list[str]) -> int:
     if unknown:
         raise SystemExit(f"unknown row(s): {', '.join(unknown)}; rows are: {', '.join(chosen)}")
     if args.rows:
-        chosen = {name: extra for name, extra in chosen.items() if name in args.rows}
+        chosen = {name: settings for name, settings in chosen.items() if name in args.rows}
     os.environ["GRMP_EDGE_RUNS"] = str(args.runs)
 
     from rich.console import Console
 
     from grmp_edge.artifacts import atomic_write_json, atomic_write_text, sha256_file
-    from grmp_edge.cli import main as cli
-    from grmp_edge.quickstart import NAME, PRESETS, Steps, _corpus, level_table
-    from grmp_edge.runs import slug
+    from grmp_edge.quickstart import NAME, PRESETS, Steps, make_corpus
     from grmp_edge.train.bootstrap import bootstrap_weights
 
     console = Console()
     preset = PRESETS["full"]
     root = args.runs / NAME
-    corpus = _corpus(root, preset, Steps(root, force=False), console)
+    corpus = make_corpus(root, preset, Steps(root, force=False), console)
     results = []
-    for name, extra in chosen.items():
-        run = slug(name)
-        argv_train = ["train", "--data", str(corpus["fewshot"]), "--meta-data", str(corpus["meta"]), "--backbone",
-                      "grmp-tiny", "--pretrained", "bootstrap", *preset.train_args(), *extra, "--name", run, "--resume"]
+    for name, settings in chosen.items():
         console.rule(name)
-        start = time.perf_counter()  # a finished row (interrupted benchmark) is resumed, not retrained
-        if cli(argv_train) != 0:
-            raise SystemExit(f"{name}: grmp-edge train failed")
-        seconds = time.perf_counter() - start
-        run_dir = args.runs / "train" / run
-        trained = json.loads((run_dir / "results.json").read_text())
-        row = {"row": name, "options": extra, "command": "grmp-edge " + shlex.join(argv_train),
-               "train_s": round(seconds, 1), "meta_heldout_srcc": trained["meta"]["best_score"],
-               "test_srcc": {"before": trained["initial_summary"]["srcc"]["mean"],
-                             "after": trained["summary"]["srcc"]["mean"]},
-               "test_plcc": {"before": trained["initial_summary"]["plcc"]["mean"],
-                             "after": trained["summary"]["plcc"]["mean"]}}
-        for stage in ("meta", "best"):
-            levels = level_table(run_dir / stage, corpus["heldout"])
-            row[f"level_srcc_after_{stage}"] = levels["all_mean"]
-        results.append(row)
-        console.print(row)
+        results.append(train_row(name, settings, corpus, preset, args.runs))
+        console.print(results[-1])
     out = {"command": ("python benchmarks/quickstart_settings.py " + shlex.join(argv)).rstrip(),
            "bootstrap_sha256": sha256_file(bootstrap_weights()), "preset": preset.train_args(), "rows": results}
     atomic_write_json(args.out, out)

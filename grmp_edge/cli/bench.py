@@ -28,14 +28,27 @@ def bench(
     """Score and time every variant this machine can run; write report.json/.md/.csv and the plot."""
     from rich.console import Console
 
-    from grmp_edge.errors import GrmpError
-    from grmp_edge.limits import check_memory, check_range, image_bytes_per_input
-    from grmp_edge.report.bench import run_bench
-    from grmp_edge.report.plots import accuracy_vs_latency
-    from grmp_edge.report.tables import print_table, write_tables
-    from grmp_edge.runs import command_line, discard_on_failure, new_run_dir
+    from grmp_edge.report.bench import bench_in_run_folder, require_a_measurement
+    from grmp_edge.report.tables import print_report
     from grmp_edge.runtime.bundle import load_bundle
-    from grmp_edge.spec import MAX_CROPS
+
+    batches = _batch_sizes(batch)
+    _check_counts(warmup, iters, threads, max_images, crops)
+    loaded = load_bundle(bundle)
+    _check_memory(loaded, batches, crops, max_images)
+    console = Console(stderr=True)
+    report, out_dir = bench_in_run_folder(
+        loaded, data, name, checkpoint, note=console.print, batches=(batches[0], batches[-1]), warmup=warmup,
+        iters=iters, threads=threads, max_images=max_images, crops=crops,
+        progress=lambda n: console.print(f"[cyan]measuring[/cyan] {n}"))
+    print_report(report, out_dir, console.print)
+    require_a_measurement(report, out_dir)
+
+
+def _batch_sizes(batch: str) -> tuple[int, ...]:
+    """--batch as integers, each in range."""
+    from grmp_edge.errors import GrmpError
+    from grmp_edge.limits import check_range
 
     try:
         batches = tuple(int(b) for b in batch.split(","))
@@ -43,38 +56,26 @@ def bench(
         raise GrmpError(f"--batch takes comma-separated integers, got {batch!r}") from None
     for size in batches:
         check_range("--batch", size, 1, MAX_BATCH)
+    return batches
+
+
+def _check_counts(warmup: int, iters: int, threads: Optional[int], max_images: int, crops: Optional[int]) -> None:
+    from grmp_edge.limits import check_range
+    from grmp_edge.spec import MAX_CROPS
+
     check_range("--warmup", warmup, 0, MAX_ITERS)
     check_range("--iters", iters, 1, MAX_ITERS)
     check_range("--threads", threads, 1, 1024)
     check_range("--max-images", max_images, 3, MAX_IMAGES)
     check_range("--crops", crops, 1, MAX_CROPS)
-    loaded = load_bundle(bundle)
-    per_frame, crops_from = loaded.preprocess.crop_plan(crops)
-    per_input = image_bytes_per_input(loaded.manifest.model)
+
+
+def _check_memory(bundle, batches: tuple[int, ...], crops: Optional[int], max_images: int) -> None:
+    """Refuse a batch or an image count whose inputs would not fit in memory, before any is cut."""
+    from grmp_edge.limits import check_memory, image_bytes_per_input
+
+    per_frame, _ = bundle.preprocess.crop_plan(crops)
+    per_input = image_bytes_per_input(bundle.manifest.model)
     check_memory("--batch", max(max(batches), per_frame), per_input, "one batch")
     # Every image's crops are cut up front and held for all variants.
-    check_memory("--max-images", max_images, per_frame * loaded.preprocess.size ** 2 * 3, "the preprocessed images")
-    checkpoint = checkpoint or source_checkpoint(loaded)
-    out_dir = new_run_dir("bench", name)
-    console = Console(stderr=True)
-    console.print(f"crops per frame: {per_frame} ({crops_from})")
-    with discard_on_failure(out_dir):
-        report = run_bench(loaded, data, checkpoint, out_dir, batches=(batches[0], batches[-1]), warmup=warmup,
-                           iters=iters, threads=threads, max_images=max_images, crops=crops,
-                           command=command_line(),
-                           progress=lambda n: console.print(f"[cyan]measuring[/cyan] {n}"))
-        write_tables(report, out_dir)
-        accuracy_vs_latency(report, out_dir / "accuracy_vs_latency.png")
-    print_table(report)
-    console.print(f"report: {out_dir}/report.md, report.json, report.csv, accuracy_vs_latency.png")
-    if not any(v["status"] == "ok" for v in report["variants"]):
-        # The report (with every reason) is kept, but nothing was measured: not a success.
-        raise GrmpError(f"every variant failed or was skipped; the reasons are in {out_dir / 'report.md'}")
-
-
-def source_checkpoint(bundle) -> Optional[Path]:
-    """The checkpoint the bundle was exported from, when it is still on this machine."""
-    recorded = bundle.manifest.source.get("checkpoint")
-    if recorded and (Path(recorded) / "spec.json").exists():
-        return Path(recorded)
-    return None
+    check_memory("--max-images", max_images, per_frame * bundle.preprocess.size ** 2 * 3, "the preprocessed images")

@@ -26,7 +26,7 @@ from grmp_edge.cli.data import data_app
 from grmp_edge.cli.doctor import doctor
 from grmp_edge.errors import GrmpError
 from grmp_edge.cli.export import export
-from grmp_edge.quickstart import quickstart
+from grmp_edge.cli.quickstart import quickstart
 from grmp_edge.cli.bench import bench
 from grmp_edge.limits import check_memory, check_range
 from grmp_edge.runs import record_invocation

@@ -159,6 +159,71 @@ def _check_image(image: Path, check_images: bool) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _RowReader:
+    """Turns one data row of a manifest into a :class:`Record`, or the reasons it cannot be one."""
+
+    header: Sequence[str]
+    columns: dict[str, int | None]
+    folder: Path
+    check_images: bool
+
+    def field(self, fields: list[str], key: str) -> str:
+        idx = self.columns[key]
+        return "" if idx is None else fields[idx]
+
+    def image(self, fields: list[str], reasons: list[str]) -> Path | None:
+        """The absolute image path (relative ones are below the manifest's folder), None when empty."""
+        text = self.field(fields, "image")
+        if text == "":
+            reasons.append("image is empty")
+            return None
+        image = Path(text).expanduser()
+        return (image if image.is_absolute() else self.folder / image).resolve()
+
+    def number(self, fields: list[str], key: str, parse, reasons: list[str], prefix: str = ""):
+        """``parse`` of the field, None when it is empty and optional or does not parse (reason added)."""
+        text = self.field(fields, key)
+        if text == "" and key not in REQUIRED_COLUMNS:
+            return None
+        try:
+            return parse(text)
+        except ValueError as exc:
+            reasons.append(f"{prefix}{exc}")
+            return None
+
+    def record(self, line: int, fields: list[str]) -> Record | str:
+        """The row's record, or one ``"line N: ..."`` problem naming every reason it is unusable."""
+        if len(fields) != len(self.header):
+            return f"line {line}: {len(fields)} fields, the header has {len(self.header)}"
+        reasons: list[str] = []
+        image = self.image(fields, reasons)
+        score = self.number(fields, "score", parse_score, reasons)
+        level = self.number(fields, "level", parse_level, reasons)
+        raw = self.number(fields, "raw_score", parse_score, reasons, prefix="raw_")
+        bad_image = _check_image(image, self.check_images) if image is not None else None
+        if bad_image:
+            reasons.append(bad_image)
+        if reasons:
+            return f"line {line}: {'; '.join(reasons)}"
+        return Record(image=image, score=score, group=self.field(fields, "group") or None, level=level,
+                      ref=self.field(fields, "ref") or None, split=self.field(fields, "split") or None,
+                      line=line, raw_score=raw)
+
+
+def _read_rows(reader: _RowReader, rows: Iterable[tuple[int, list[str]]]) -> tuple[list[Record], list[str]]:
+    """Every row read: the usable records and one problem line per unusable row."""
+    records: list[Record] = []
+    problems: list[str] = []
+    for line, fields in rows:
+        result = reader.record(line, fields)
+        if isinstance(result, Record):
+            records.append(result)
+        else:
+            problems.append(result)
+    return records, problems
+
+
 def load_manifest(path: str | os.PathLike, check_images: bool = False, drop_bad: bool = False,
                   progress: bool = False) -> list[Record]:
     """Read and validate a manifest CSV.
@@ -172,61 +237,17 @@ def load_manifest(path: str | os.PathLike, check_images: bool = False, drop_bad:
     """
     path = Path(path)
     header, rows = read_table(path)
-    cols = column_index(header, path, {c: (c,) for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS},
-                        optional=OPTIONAL_COLUMNS)
+    columns = column_index(header, path, {c: (c,) for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS},
+                           optional=OPTIONAL_COLUMNS)
     if not rows:
         raise ManifestError(path, ["the manifest has a header but no rows"])
-    folder = path.resolve().parent
-
-    def field(fields: list[str], key: str) -> str:
-        idx = cols[key]
-        return "" if idx is None else fields[idx]
-
+    reader = _RowReader(header, columns, path.resolve().parent, check_images)
     if progress and check_images:
         from rich.progress import track
 
-        rows_iter: Iterable[tuple[int, list[str]]] = track(rows, description=f"checking {path.name}")
+        records, problems = _read_rows(reader, track(rows, description=f"checking {path.name}"))
     else:
-        rows_iter = rows
-    records: list[Record] = []
-    problems: list[str] = []
-    for line, fields in rows_iter:
-        if len(fields) != len(header):
-            problems.append(f"line {line}: {len(fields)} fields, the header has {len(header)}")
-            continue
-        reasons = []
-        image_text = field(fields, "image")
-        image = None
-        if image_text == "":
-            reasons.append("image is empty")
-        else:
-            image = Path(image_text).expanduser()
-            image = (image if image.is_absolute() else folder / image).resolve()
-        score = level = raw = None
-        try:
-            score = parse_score(field(fields, "score"))
-        except ValueError as exc:
-            reasons.append(str(exc))
-        if field(fields, "level"):
-            try:
-                level = parse_level(field(fields, "level"))
-            except ValueError as exc:
-                reasons.append(str(exc))
-        if field(fields, "raw_score"):
-            try:
-                raw = parse_score(field(fields, "raw_score"))
-            except ValueError as exc:
-                reasons.append(f"raw_{exc}")
-        if image is not None:
-            bad_image = _check_image(image, check_images)
-            if bad_image:
-                reasons.append(bad_image)
-        if reasons:
-            problems.append(f"line {line}: {'; '.join(reasons)}")
-            continue
-        records.append(Record(image=image, score=score, group=field(fields, "group") or None, level=level,
-                              ref=field(fields, "ref") or None, split=field(fields, "split") or None,
-                              line=line, raw_score=raw))
+        records, problems = _read_rows(reader, rows)
     if problems and not drop_bad:
         raise ManifestError(path, problems, rows=len(rows))
     if not records:

@@ -162,6 +162,86 @@ def _check_settings(out_dir: Path, size: int, seed: int) -> None:
         atomic_write_json(path, settings)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What one synthesis does: the pristine images, the references made from them, and the jobs."""
+
+    images: list[Path]
+    refs: list[Path]
+    ids: list[str]
+    jobs: list[_Job]
+    size: int
+
+
+# Each job's (path, score, level) rows, keyed by (image index, type index).
+_Rows = dict[tuple[int, int], list[tuple[Path, float, int]]]
+
+
+def _checked_options(levels: int, size: int, types: Sequence[str] | None,
+                     workers: int | None) -> tuple[tuple[int, ...], list[str], int]:
+    """The strengths, distortion names and worker count the arguments ask for, or GrmpError."""
+    strengths = tuple(level_strengths(levels))
+    if size < MIN_SIZE:
+        raise GrmpError(f"size must be at least {MIN_SIZE} px, got {size}")
+    types = list(dict.fromkeys(DISTORTIONS if types is None else types))
+    unknown = [t for t in types if t not in DISTORTIONS]
+    if unknown or not types:
+        raise GrmpError(f"unknown distortion type(s) {unknown or types}; choose from: {', '.join(DISTORTIONS)}")
+    workers = min(os.cpu_count() or 1, 4) if workers is None else workers
+    if workers < 1:
+        raise GrmpError(f"workers must be at least 1, got {workers}")
+    return strengths, types, workers
+
+
+def _plan(sources: Sequence[str | os.PathLike], out_dir: Path, strengths: tuple[int, ...], size: int,
+          seed: int, types: list[str]) -> _Plan:
+    """Find the pristine images, prepare ``out_dir`` for them, and list one job per (image, type)."""
+    images = collect_sources(sources)
+    ids = image_ids(images)
+    dist_dir = out_dir / "dist"
+    dist_dir.mkdir(parents=True, exist_ok=True)
+    _check_settings(out_dir, size, seed)
+    refs = [out_dir / "ref" / f"{i}.png" for i in ids]
+    jobs = [_Job(ref, ref_id, i, DISTORTIONS.index(t), dist_dir, strengths, seed)
+            for i, (ref, ref_id) in enumerate(zip(refs, ids)) for t in types]
+    return _Plan(images, refs, ids, jobs, size)
+
+
+def _run_here(plan: _Plan, bar, task_refs, task_jobs) -> _Rows:
+    """Every reference, then every job, in this process."""
+    rows: _Rows = {}
+    for src, ref in zip(plan.images, plan.refs):
+        _prepare_reference(src, ref, plan.size)
+        bar.advance(task_refs)
+    for job in plan.jobs:
+        rows[job.image_index, job.type_index] = _run_job(job)
+        bar.advance(task_jobs)
+    return rows
+
+
+def _run_pool(plan: _Plan, workers: int, bar, task_refs, task_jobs) -> _Rows:
+    """Every reference, then every job, on a pool of ``workers`` fresh processes."""
+    rows: _Rows = {}
+    # Fresh interpreters, not fork: children forked from a process that has run OpenCV
+    # (threads, locks) were seen to hang.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
+        try:
+            prepared = [pool.submit(_prepare_reference, s, r, plan.size) for s, r in zip(plan.images, plan.refs)]
+            for fut in as_completed(prepared):
+                fut.result()
+                bar.advance(task_refs)
+            futures = {pool.submit(_run_job, job): job for job in plan.jobs}
+            for fut in as_completed(futures):
+                job = futures[fut]
+                rows[job.image_index, job.type_index] = fut.result()
+                bar.advance(task_jobs)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return rows
+
+
 def synthesize(sources: Sequence[str | os.PathLike], out_dir: str | os.PathLike, levels: int = 5,
                size: int = 256, seed: int = 0, types: Sequence[str] | None = None,
                workers: int | None = None, progress: bool = True) -> Path:
@@ -174,62 +254,20 @@ def synthesize(sources: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
     more start fresh interpreters, so a calling script needs the usual ``if __name__ == "__main__":``
     guard). Existing decodable outputs are reused, so an interrupted call resumes.
     """
-    strengths = tuple(level_strengths(levels))
-    if size < MIN_SIZE:
-        raise GrmpError(f"size must be at least {MIN_SIZE} px, got {size}")
-    types = list(dict.fromkeys(DISTORTIONS if types is None else types))
-    unknown = [t for t in types if t not in DISTORTIONS]
-    if unknown or not types:
-        raise GrmpError(f"unknown distortion type(s) {unknown or types}; choose from: {', '.join(DISTORTIONS)}")
-    workers = min(os.cpu_count() or 1, 4) if workers is None else workers
-    if workers < 1:
-        raise GrmpError(f"workers must be at least 1, got {workers}")
-
-    images = collect_sources(sources)
-    ids = image_ids(images)
+    strengths, types, workers = _checked_options(levels, size, types, workers)
     out_dir = Path(out_dir)
-    ref_dir, dist_dir = out_dir / "ref", out_dir / "dist"
-    dist_dir.mkdir(parents=True, exist_ok=True)
-    _check_settings(out_dir, size, seed)
-    refs = [ref_dir / f"{i}.png" for i in ids]
-    jobs = [
-        _Job(ref, ref_id, i, DISTORTIONS.index(t), dist_dir, strengths, seed)
-        for i, (ref, ref_id) in enumerate(zip(refs, ids))
-        for t in types
-    ]
-
-    rows: dict[tuple[int, int], list[tuple[Path, float, int]]] = {}
+    plan = _plan(sources, out_dir, strengths, size, seed, types)
     with _progress_bar(progress) as bar:
-        task_refs = bar.add_task("references", total=len(images))
-        task_jobs = bar.add_task(f"{len(jobs) * len(strengths)} distorted images", total=len(jobs))
+        task_refs = bar.add_task("references", total=len(plan.images))
+        task_jobs = bar.add_task(f"{len(plan.jobs) * len(strengths)} distorted images", total=len(plan.jobs))
         if workers == 1:
-            for src, ref in zip(images, refs):
-                _prepare_reference(src, ref, size)
-                bar.advance(task_refs)
-            for job in jobs:
-                rows[job.image_index, job.type_index] = _run_job(job)
-                bar.advance(task_jobs)
+            rows = _run_here(plan, bar, task_refs, task_jobs)
         else:
-            # Fresh interpreters, not fork: children forked from a process that has run OpenCV
-            # (threads, locks) were seen to hang.
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
-                try:
-                    prepared = [pool.submit(_prepare_reference, s, r, size) for s, r in zip(images, refs)]
-                    for fut in as_completed(prepared):
-                        fut.result()
-                        bar.advance(task_refs)
-                    futures = {pool.submit(_run_job, job): job for job in jobs}
-                    for fut in as_completed(futures):
-                        job = futures[fut]
-                        rows[job.image_index, job.type_index] = fut.result()
-                        bar.advance(task_jobs)
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
-
+            rows = _run_pool(plan, workers, bar, task_refs, task_jobs)
+    # The manifest is written last, in job order, whichever order the pool finished them in.
     records = [
-        Record(image=path.resolve(), score=score, group=DISTORTIONS[type_index], level=level, ref=ids[image_index])
+        Record(image=path.resolve(), score=score, group=DISTORTIONS[type_index], level=level,
+               ref=plan.ids[image_index])
         for (image_index, type_index) in sorted(rows)
         for path, score, level in rows[image_index, type_index]
     ]

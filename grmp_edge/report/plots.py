@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from grmp_edge.artifacts import atomic_write
 from grmp_edge.errors import GrmpError, require
+from grmp_edge.report.results import BenchReport
 
 
 def _pyplot():
@@ -27,7 +29,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def accuracy_vs_latency(report: dict, out: Path) -> list[dict]:
+def accuracy_vs_latency(report: BenchReport, out: Path) -> list[dict]:
     """SRCC against p50 latency per frame, one labelled point per variant, Pareto front drawn. Both at
     the report's crops per frame: the SRCC was scored with them. Returns the points."""
     from grmp_edge.report.tables import rows
@@ -46,9 +48,9 @@ def accuracy_vs_latency(report: dict, out: Path) -> list[dict]:
         ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="tab:red", label="Pareto front", zorder=2)
         ax.legend(loc="lower right")
     ax.set_xscale("log")
-    ax.set_xlabel(f"latency p50 per frame, {report['settings']['crops']} crop(s) in one call (ms, log scale)")
+    ax.set_xlabel(f"latency p50 per frame, {report.settings.crops} crop(s) in one call (ms, log scale)")
     ax.set_ylabel("SRCC vs labels")
-    ax.set_title(f"accuracy vs latency ({report['machine']['cpu']}, {report['machine']['threads']} threads)",
+    ax.set_title(f"accuracy vs latency ({report.machine['cpu']}, {report.machine['threads']} threads)",
                  fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
@@ -56,10 +58,27 @@ def accuracy_vs_latency(report: dict, out: Path) -> list[dict]:
     return [{"variant": r["variant"], "frame_p50_ms": r["frame_p50_ms"], "srcc": r["srcc"]} for r in pts]
 
 
-def score_timeline(jsonl: Path, out: Path) -> dict:
-    """Score, smoothed score and degraded/recovered events over time from a run's JSON lines; returns a
-    summary. Time is the video's own (``media_s``) when every frame has it, else seconds since the
-    first frame was captured."""
+@dataclass
+class Timeline:
+    """What a run's score timeline shows; :meth:`to_dict` is the run folder's ``report.json``."""
+
+    frames: int
+    duration_s: float
+    mean_score: float
+    min_score: float
+    events: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def line(self, plot: Path) -> str:
+        """One line for the terminal, naming the plot."""
+        return (f"report: {plot} ({self.frames} frames over {self.duration_s:.1f} s, mean score "
+                f"{self.mean_score:.3f}, min {self.min_score:.3f}, {self.events} events)")
+
+
+def _scored_frames(jsonl: Path) -> list[dict]:
+    """The records of a run's JSON lines that carry a score."""
     records = []
     try:
         for line in jsonl.read_text().splitlines():
@@ -74,6 +93,14 @@ def score_timeline(jsonl: Path, out: Path) -> dict:
         raise GrmpError(f"{jsonl} is not JSON lines: {exc}") from None
     if not records:
         raise GrmpError(f"{jsonl} holds no scored frames")
+    return records
+
+
+def score_timeline(jsonl: Path, out: Path) -> Timeline:
+    """Score, smoothed score and degraded/recovered events over time from a run's JSON lines. Time is
+    the video's own (``media_s``) when every frame has it, else seconds since the first frame was
+    captured."""
+    records = _scored_frames(jsonl)
     media = all(r.get("media_s") is not None for r in records)
     t0 = 0.0 if media else records[0]["ts"]
     t = [(r["media_s"] if media else r["ts"]) - t0 for r in records]
@@ -93,5 +120,15 @@ def score_timeline(jsonl: Path, out: Path) -> dict:
     atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
     plt.close(fig)
     scores = [r["score"] for r in records]
-    return {"frames": len(records), "duration_s": t[-1], "mean_score": sum(scores) / len(scores),
-            "min_score": min(scores), "events": sum(1 for r in records if r.get("event"))}
+    return Timeline(frames=len(records), duration_s=t[-1], mean_score=sum(scores) / len(scores),
+                    min_score=min(scores), events=sum(1 for r in records if r.get("event")))
+
+
+def run_report(run_dir: Path) -> Timeline:
+    """A run folder's report (what ``grmp-edge run --report`` adds): ``score_timeline.png`` drawn from
+    its ``frames.jsonl``, and the timeline's numbers as ``report.json``."""
+    from grmp_edge.artifacts import atomic_write_json
+
+    timeline = score_timeline(run_dir / "frames.jsonl", run_dir / "score_timeline.png")
+    atomic_write_json(run_dir / "report.json", timeline.to_dict())
+    return timeline

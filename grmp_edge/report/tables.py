@@ -8,6 +8,7 @@ from typing import Any
 
 from grmp_edge.artifacts import atomic_write_text
 from grmp_edge.export.trt_layers import precision_cell
+from grmp_edge.report.results import BenchReport, Measurement, Variant
 
 # p50_ms / p99_ms / e2e_p50_ms: one frame scored as 1 crop; frame_p50_ms / frame_e2e_p50_ms: one frame
 # scored as the report's crops per frame (the crop plan). layers / gemm / layernorm / softmax: a
@@ -19,37 +20,43 @@ COLUMNS = ["variant", "format", "precision", "backend", "status", "size_mb", "sr
 PLAN_COLUMNS = ("layers", "gemm", "layernorm", "softmax")
 
 
-def _get(d: dict | None, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(k)
-    return d
+# The columns a measurement fills; a variant that was not measured has None in each.
+MEASURED = ("srcc", "plcc", "plcc_logistic", "agree_srcc", "max_abs_delta", "p50_ms", "p99_ms", "e2e_p50_ms",
+            "frame_p50_ms", "frame_e2e_p50_ms", "fps_batch", "gflops_per_s", "peak_fraction", "peak_rss_mb")
 
 
-def rows(report: dict) -> list[dict[str, Any]]:
-    """Flatten the report's variants into table rows (missing values are None)."""
-    out = []
-    for v in report["variants"]:
-        r = v.get("result") or {}
-        out.append({
-            "variant": v["name"], "format": v["format"], "precision": v["precision"], "backend": v["backend"],
-            "status": v["status"], "size_mb": v.get("size_mb"),
-            "srcc": _get(r, "accuracy", "srcc"), "plcc": _get(r, "accuracy", "plcc"),
-            "plcc_logistic": _get(r, "accuracy", "plcc_logistic"),
-            "agree_srcc": _get(r, "agreement", "srcc"), "max_abs_delta": _get(r, "agreement", "max_abs"),
-            "p50_ms": _get(r, "latency_ms", "infer", "p50"), "p99_ms": _get(r, "latency_ms", "infer", "p99"),
-            "e2e_p50_ms": _get(r, "latency_ms", "e2e", "p50"),
-            "frame_p50_ms": _get(r, "latency_ms", "frame", "infer", "p50"),
-            "frame_e2e_p50_ms": _get(r, "latency_ms", "frame", "e2e", "p50"),
-            "fps_batch": _get(r, "throughput", "images_per_s"),
-            "gflops_per_s": _get(r, "efficiency", "gflops_per_s"),
-            "peak_fraction": _get(r, "efficiency", "fraction_of_peak"),
-            "peak_rss_mb": r.get("peak_rss_mb"),
-            **{c: precision_cell(_get(v, "layers", c)) if _get(v, "layers", c) else None for c in PLAN_COLUMNS},
-            "reason": v.get("reason", ""),
-        })
-    return out
+def _measured(m: Measurement) -> dict[str, Any]:
+    """The columns of :data:`MEASURED` from one measurement (a comparison not made is None)."""
+    accuracy, agreement, efficiency = m.accuracy, m.agreement, m.efficiency
+    return {
+        "srcc": accuracy.srcc if accuracy else None, "plcc": accuracy.plcc if accuracy else None,
+        "plcc_logistic": accuracy.plcc_logistic if accuracy else None,
+        "agree_srcc": agreement.srcc if agreement else None,
+        "max_abs_delta": agreement.max_abs if agreement else None,
+        "p50_ms": m.latency("infer", "p50"), "p99_ms": m.latency("infer", "p99"),
+        "e2e_p50_ms": m.latency("e2e", "p50"),
+        "frame_p50_ms": m.latency("frame", "infer", "p50"), "frame_e2e_p50_ms": m.latency("frame", "e2e", "p50"),
+        "fps_batch": m.throughput.get("images_per_s"),
+        "gflops_per_s": efficiency.gflops_per_s if efficiency else None,
+        "peak_fraction": efficiency.fraction_of_peak if efficiency else None,
+        "peak_rss_mb": m.peak_rss_mb,
+    }
+
+
+def _row(v: Variant) -> dict[str, Any]:
+    """One variant as a table row keyed by :data:`COLUMNS`."""
+    return {
+        "variant": v.name, "format": v.format, "precision": v.precision, "backend": v.backend,
+        "status": v.status, "size_mb": v.size_mb,
+        **(_measured(v.result) if v.result else dict.fromkeys(MEASURED)),
+        **{c: precision_cell(v.layers[c]) if v.layers.get(c) else None for c in PLAN_COLUMNS},
+        "reason": v.reason,
+    }
+
+
+def rows(report: BenchReport) -> list[dict[str, Any]]:
+    """The report's variants as table rows, one per variant, keyed by :data:`COLUMNS`."""
+    return [_row(v) for v in report.variants]
 
 
 def _fmt(value: Any) -> str:
@@ -60,21 +67,22 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def to_markdown(report: dict) -> str:
+def to_markdown(report: BenchReport) -> str:
     """A Markdown page: the settings, the machine, and the table."""
-    m = report["machine"]
-    crops = report["settings"]["crops"]
+    m = report.machine
+    settings = report.settings
+    crops = settings.crops
+    gpu = m["gpu"].get("name") if isinstance(m.get("gpu"), dict) else None
     lines = [
         "# grmp-edge bench", "",
-        f"Command: `{report['command']}`", "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads; GPU: {_fmt(_get(m, 'gpu', 'name'))}; "
+        f"Command: `{report.command}`", "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads; GPU: {_fmt(gpu)}; "
         f"GEMM peak {m['gemm_peak_gflops']['peak']:.1f} GFLOP/s ({m['gemm_peak_gflops']['matrix']}).",
-        f"Data: {report['data']} ({report['images']} images); model: "
-        f"{report['model_cost'].get('params', 0) / 1e6:.2f} M parameters, "
-        f"{_fmt(report['model_cost'].get('gflops_per_image'))} GFLOP/image.",
-        f"Settings: batches {report['settings']['batches']}, warm-up {report['settings']['warmup']}, "
-        f"{report['settings']['iters']} iterations.",
-        f"Crops per frame: {crops} ({report['settings']['crops_from']}); accuracy scores each image as {crops} "
+        f"Data: {report.data} ({report.images} images); model: "
+        f"{report.model_cost.get('params', 0) / 1e6:.2f} M parameters, "
+        f"{_fmt(report.model_cost.get('gflops_per_image'))} GFLOP/image.",
+        f"Settings: batches {settings.batches}, warm-up {settings.warmup}, {settings.iters} iterations.",
+        f"Crops per frame: {crops} ({settings.crops_from}); accuracy scores each image as {crops} "
         f"crop(s) averaged. Latency per frame: p50_ms, p99_ms and e2e_p50_ms (decoded frame to score) at 1 crop; "
         f"frame_p50_ms and frame_e2e_p50_ms at {crops} crop(s), one engine call.", "",
         "| " + " | ".join(COLUMNS) + " |",
@@ -85,7 +93,7 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_csv(report: dict) -> str:
+def to_csv(report: BenchReport) -> str:
     """One CSV row per variant."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS)
@@ -95,13 +103,19 @@ def to_csv(report: dict) -> str:
     return buf.getvalue()
 
 
-def write_tables(report: dict, out_dir: Path) -> None:
+def write_tables(report: BenchReport, out_dir: Path) -> None:
     """report.md and report.csv beside report.json."""
     atomic_write_text(out_dir / "report.md", to_markdown(report))
     atomic_write_text(out_dir / "report.csv", to_csv(report))
 
 
-def print_table(report: dict) -> None:
+def print_report(report: BenchReport, out_dir: Path, note) -> None:
+    """The table on the terminal (stdout), then ``note`` is told where the report's files are."""
+    print_table(report)
+    note(f"report: {out_dir}/report.md, report.json, report.csv, accuracy_vs_latency.png")
+
+
+def print_table(report: BenchReport) -> None:
     """The table on the terminal."""
     from rich.console import Console
     from rich.table import Table

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from grmp_edge.artifacts import sha256_file
 from grmp_edge.cli import main
 from grmp_edge.data.manifest import Record, write_manifest
 from grmp_edge.report.plots import pareto_front, score_timeline
+from grmp_edge.report.results import BenchReport
 from grmp_edge.spec import BundleManifest
 
 
@@ -46,6 +48,7 @@ def test_bench_writes_report_table_and_plot(tmp_path, tmp_runs, labelled, capsys
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
     assert report["command"].startswith("grmp-edge bench")
+    assert BenchReport.from_dict(report).to_dict() == report  # the typed report keeps every JSON key
     assert report["machine"]["threads"] >= 1 and report["machine"]["gemm_peak_gflops"]["peak"] > 0
     rows = {v["name"]: v for v in report["variants"]}
     ort = [v for v in rows.values() if v["backend"] == "onnxruntime-cpu"]
@@ -115,8 +118,8 @@ def test_score_timeline_plot(tmp_path):
     log = tmp_path / "frames.jsonl"
     log.write_text("\n".join(lines) + "\n")
     summary = score_timeline(log, tmp_path / "score_timeline.png")
-    assert summary["frames"] == 10 and summary["events"] == 1
-    assert summary["duration_s"] == pytest.approx(0.9)
+    assert summary.frames == 10 and summary.events == 1
+    assert summary.duration_s == pytest.approx(0.9)
     with Image.open(tmp_path / "score_timeline.png") as im:
         assert im.format == "PNG"
 
@@ -127,10 +130,10 @@ def test_score_timeline_uses_the_video_time_when_every_frame_has_it(tmp_path):
                          "event": None}) for i in range(21)]
     log = tmp_path / "frames.jsonl"
     log.write_text("\n".join(lines) + "\n")
-    assert score_timeline(log, tmp_path / "t.png")["duration_s"] == pytest.approx(2.0)
+    assert score_timeline(log, tmp_path / "t.png").duration_s == pytest.approx(2.0)
     log.write_text("\n".join(lines[:-1] + [json.dumps({"frame": 20, "ts": 100 + 20 / 30, "score": 0.5,
                                                          "smoothed": 0.5, "event": None})]) + "\n")
-    assert score_timeline(log, tmp_path / "t.png")["duration_s"] == pytest.approx(20 / 30)
+    assert score_timeline(log, tmp_path / "t.png").duration_s == pytest.approx(20 / 30)
 
 
 def test_run_report_writes_the_timeline(tmp_path, tmp_runs, capsys):
@@ -173,3 +176,18 @@ def test_bench_scores_with_the_bundles_crop_plan_and_times_a_frame_at_both(tmp_p
         table = (tmp_runs / "bench" / name / "report.md").read_text()
         assert f"Crops per frame: {crops} (" in table and "frame_e2e_p50_ms" in table
     assert report["settings"]["crops_from"].startswith("--crops; the model's crop plan is 3")
+
+
+def test_a_report_from_before_crop_plans_still_reads():
+    report = json.loads((Path(__file__).resolve().parents[2] / "benchmarks" / "bench_quickstart.json").read_text())
+    typed = BenchReport.from_dict(report)
+    assert typed.settings.crops is None and "crops" not in typed.to_dict()["settings"]
+    assert [v.name for v in typed.measured] == [v["name"] for v in report["variants"] if v["status"] == "ok"]
+
+
+def test_the_committed_report_renders_as_it_was_written():
+    from grmp_edge.report.tables import to_markdown
+
+    folder = Path(__file__).resolve().parents[2] / "benchmarks"
+    report = BenchReport.from_dict(json.loads((folder / "bench_crop_plan.json").read_text()))
+    assert to_markdown(report) == (folder / "bench_crop_plan.md").read_text()
