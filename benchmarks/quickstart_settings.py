@@ -46,7 +46,7 @@ def rows() -> dict[str, dict]:
     }
 
 
-def train_row(name: str, settings: dict, corpus, preset, runs: Path) -> dict:
+def train_row(name: str, settings: dict, corpus, preset, runs: Path, console) -> dict:
     """Train one row (resumed if it was started before) and score it after each stage."""
     from grmp_edge.quickstart import level_table, schedule_args, train_model, train_plan
     from grmp_edge.runs import slug
@@ -59,7 +59,7 @@ def train_row(name: str, settings: dict, corpus, preset, runs: Path) -> dict:
     argv = ["train", "--data", str(corpus.fewshot), "--meta-data", str(corpus.meta), "--backbone", "grmp-tiny",
             "--pretrained", "bootstrap", *preset.train_args(), *options, "--name", run, "--resume"]
     start = time.perf_counter()  # a finished row (interrupted benchmark) is resumed, not retrained
-    trained = train_model(plan, resume=True, name=run)
+    trained = train_model(plan, resume=True, console=console, name=run)
     row = {"row": name, "options": options, "command": "grmp-edge " + shlex.join(argv),
            "train_s": round(time.perf_counter() - start, 1), "meta_heldout_srcc": trained.meta.best_score,
            "test_srcc": {"before": trained.initial_summary["srcc"]["mean"], "after": trained.summary["srcc"]["mean"]},
@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
     results = []
     for name, settings in chosen.items():
         console.rule(name)
-        results.append(train_row(name, settings, corpus, preset, args.runs))
+        results.append(train_row(name, settings, corpus, preset, args.runs, console))
         console.print(results[-1])
     out = {"command": ("python benchmarks/quickstart_settings.py " + shlex.join(argv)).rstrip(),
            "bootstrap_sha256": sha256_file(bootstrap_weights()), "preset": preset.train_args(), "rows": results}

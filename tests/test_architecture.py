@@ -15,22 +15,22 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "grmp_edge"
 
-# Bottom to top. A module belongs to the first entry whose prefix it matches (exact name or a
-# package prefix). Entries in one tuple share a layer and must not import one another.
-LAYERS: tuple[tuple[str, ...], ...] = (
-    ("grmp_edge.core",),  # placeholder name for the torch-free modules listed in CORE
-    ("grmp_edge.data", "grmp_edge.runtime"),
-    ("grmp_edge.train",),
-    ("grmp_edge.export",),
-    ("grmp_edge.report",),
-    ("grmp_edge.quickstart",),
-    ("grmp_edge.cli",),
+# Bottom to top: each layer is one or more peer groups, each group a name and the modules or
+# packages it holds (a package holds everything below it). Peers on one layer must not import each
+# other. The README's Development section draws this table (a test below holds the two equal).
+LAYERS: tuple[tuple[tuple[str, tuple[str, ...]], ...], ...] = (
+    # The torch-free core: errors, atomic files, specs, limits, the runs/ folder, metrics, image
+    # decoding, the one preprocessing implementation, latency statistics and device facts.
+    (("core", ("grmp_edge", "grmp_edge.errors", "grmp_edge.artifacts", "grmp_edge.spec",
+               "grmp_edge.limits", "grmp_edge.runs", "grmp_edge.metrics", "grmp_edge.images",
+               "grmp_edge.preprocess", "grmp_edge.timing", "grmp_edge.device")),),
+    (("data", ("grmp_edge.data",)), ("runtime", ("grmp_edge.runtime",))),
+    (("train", ("grmp_edge.train",)),),
+    (("export", ("grmp_edge.export",)),),
+    (("report", ("grmp_edge.report",)),),
+    (("quickstart", ("grmp_edge.quickstart",)),),
+    (("cli", ("grmp_edge.cli",)),),
 )
-# The torch-free core: errors, atomic files, specs, limits, the runs/ folder, metrics, image
-# decoding, the one preprocessing implementation, latency statistics and device facts.
-CORE = ("grmp_edge", "grmp_edge.errors", "grmp_edge.artifacts", "grmp_edge.spec", "grmp_edge.limits",
-        "grmp_edge.runs", "grmp_edge.metrics", "grmp_edge.images", "grmp_edge.preprocess",
-        "grmp_edge.timing", "grmp_edge.device")
 MAX_FUNCTION_LINES = 60
 
 
@@ -72,14 +72,38 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def layer_of(module: str) -> tuple[int, str]:
-    """(layer index, group name) of a module; groups on one layer are peers."""
-    if module in CORE:
-        return 0, "core"
-    for index, groups in enumerate(LAYERS[1:], start=1):
-        for group in groups:
-            if module == group or module.startswith(group + "."):
-                return index, group
-    raise AssertionError(f"{module} is in no layer: add it to LAYERS or CORE in {Path(__file__).name}")
+    """(layer index, group name) of a module; groups on one layer are peers. A package name
+    (``grmp_edge``) holds only its ``__init__`` unless it is the group's whole prefix list."""
+    for index, groups in enumerate(LAYERS):
+        for name, members in groups:
+            for member in members:
+                if module == member or (member != "grmp_edge" and module.startswith(member + ".")):
+                    return index, name
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS in {Path(__file__).name}")
+
+
+def _path_of(module: str) -> str:
+    path = module.replace(".", "/")
+    return path + "/" if (PACKAGE.parent / path).is_dir() else path + ".py"
+
+
+def render_layers() -> str:
+    """The layer table as the README draws it, top layer first."""
+    rows = []
+    for groups in reversed(LAYERS):
+        names = " | ".join(name for name, _ in groups)
+        members = [m for _, ms in groups for m in ms if m != "grmp_edge"]
+        if groups[0][0] == "core":
+            where = "grmp_edge/{" + ",".join(m.rsplit(".", 1)[-1] for m in members) + "}.py"
+        else:
+            where = "   ".join(_path_of(m) for m in members)
+        rows.append(f"{names:<16} {where}")
+    return "\n".join(rows)
+
+
+def test_the_readme_draws_the_layers_this_test_enforces():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    assert render_layers() in readme, "README's Development section should show:\n" + render_layers()
 
 
 def test_every_module_has_a_layer():

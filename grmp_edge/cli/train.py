@@ -62,12 +62,15 @@ def train(
     config.json records the values used.
     """
     options = dict(locals())  # every option by name; _plan reads them
+    from rich.console import Console
+
     from grmp_edge.train.run import run_plan
+    from grmp_edge.train.summary import print_results
 
     result = run_plan(_plan(options), name=name, resume=resume, device=device, precision=precision,
                       rebuild_bootstrap=rebuild, echo=typer.echo)
     if result is not None:  # the other torchrun ranks only help
-        _print_results(result)
+        print_results(result, Console())
 
 
 # The options a checkpoint fixes: it is a trained model of one backbone with one prompt size.
@@ -126,37 +129,6 @@ def _model_fields(checkpoint: Optional[Path], **given) -> dict:
             raise GrmpError(f"--{key.replace('_', '-')} {value} differs from the checkpoint's {saved[key]} "
                             f"({checkpoint}); a checkpoint fixes its model, drop the option")
     return saved
-
-
-def _print_results(result) -> None:
-    from rich.console import Console
-
-    console = Console()
-    best = result.run_dir / "best"
-    if result.summary is not None:
-        console.print(_metrics_table(result.summary, f"test metrics over {len(result.splits)} split(s)",
-                                     result.initial_summary))
-    elif result.meta is not None:
-        meta = result.meta
-        console.print(f"meta pre-training: kept epoch {meta.best_epoch} of {meta.epochs} ({meta.selection})")
-    console.print(f"best checkpoint: {best}")
-    console.print(f"next: grmp-edge export --checkpoint {best}")
-
-
-def _metrics_table(summary: dict, title: str, initial: dict | None = None):
-    from rich.table import Table
-
-    table = Table(title=title)
-    for column in ("metric", "mean", "median", "std"):
-        table.add_column(column, justify="left" if column == "metric" else "right")
-    if initial:
-        table.add_column("mean before fine-tuning", justify="right")
-    for metric, stats in summary.items():
-        row = [metric, f"{stats['mean']:.4f}", f"{stats['median']:.4f}", f"{stats['std']:.4f}"]
-        if initial:
-            row.append(f"{initial[metric]['mean']:.4f}")
-        table.add_row(*row)
-    return table
 
 
 def evaluate(

@@ -3,6 +3,7 @@ apply to the chosen --format is a one-line error naming the format and the optio
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,8 @@ def test_the_python_api_checks_its_arguments_too(tmp_runs, tmp_path):
         build_plans_from_onnx(tmp_path / "model_fp16.onnx", calib_method="entropy")
     options = ExportOptions().with_overrides({"precision": "int8", "allow_drift": True})
     assert options.changed() == ["precision", "allow_drift"]
+
+
+def test_the_readme_shows_the_table_the_command_checks():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert formats_table().rstrip("\n") in readme
