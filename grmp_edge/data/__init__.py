@@ -1,1 +1,1 @@
-"""Dataset side (torch-free): manifests, label-file adapters, image I/O, synthetic distortions."""
+"""Dataset side (torch-free): manifests, label-file adapters, synthetic distortions, scene labels, sample photos."""

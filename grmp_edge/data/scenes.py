@@ -20,7 +20,7 @@ from grmp_edge.errors import GrmpError
 from grmp_edge.spec import ModelSpec
 
 LABELS_CSV = Path(__file__).with_name("scene_labels.csv")
-# The release's nine classes, in its order (GRMP_SPEC section 3); ModelSpec's default is their one home.
+# The release's nine classes, in its order (docs/method.md, "The model"); ModelSpec's default is their one home.
 SCENE_CLASSES: tuple[str, ...] = next(f.default for f in fields(ModelSpec) if f.name == "scene_classes")
 COLUMNS = ("collection", "photo", "scene")
 

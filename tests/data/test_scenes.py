@@ -7,7 +7,7 @@ from grmp_edge.data.pristine import shared_pristine
 from grmp_edge.data.scenes import SCENE_CLASSES, scene_labels
 from grmp_edge.errors import GrmpError
 
-# Written out from GRMP_SPEC section 3 (the release's prompts), not imported: the order is the contract.
+# Written out from docs/method.md ("The model": the release's prompts), not imported: the order is the contract.
 RELEASE_SCENES = ("animal", "cityscape", "human", "indoor", "landscape", "night", "plant", "still_life", "others")
 
 
