@@ -60,6 +60,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from grmp_edge.device import cpu_name  # noqa: E402
+from grmp_edge.timing import latency_stats  # noqa: E402
 
 
 GEMM_N = 2048
@@ -153,10 +154,11 @@ def time_rotating(engines: dict, warmup: int, rounds: int, block: int) -> dict[s
 
 
 def _stats(ms: list[float], flops: float, peak: float) -> dict[str, float]:
-    median, best = float(np.median(ms)), float(min(ms))
+    stats = latency_stats(ms)
+    median, best = stats["p50"], float(min(ms))
     return {
-        "median_ms": median, "p10_ms": float(np.percentile(ms, 10)), "p90_ms": float(np.percentile(ms, 90)),
-        "min_ms": best, "mean_ms": float(np.mean(ms)), "iterations": len(ms), "flops": flops,
+        "median_ms": median, "p10_ms": stats["p10"], "p90_ms": stats["p90"],
+        "min_ms": best, "mean_ms": stats["mean"], "iterations": stats["n"], "flops": flops,
         "gflops_per_s": flops / median / 1e6, "fraction_of_fp32_gemm_peak": flops / median / 1e6 / peak,
         "fraction_of_fp32_gemm_peak_best_call": flops / best / 1e6 / peak,
     }
