@@ -401,8 +401,9 @@ def markdown(result: dict) -> str:
         "#### QGR: level ranking and content bias on the held-out photos",
         "",
         f"Each lambda's checkpoint (meta ({result['choice']['meta_algo']}), the split with the best validation "
-        "score) on the same images, centre crop; pristine std: the spread of the 42 undistorted photos' scores, "
-        "against the mean drop from level 1 to level 5 (lower std / drop: less content bias).",
+        "score) on the same images, centre crop; pristine std: the spread of the "
+        f"{len(result['corpora']['target_photos'])} undistorted photos' scores, against the mean drop from "
+        "level 1 to level 5 (lower std / drop: less content bias).",
         "",
         "| QGR lambda | seen types (pooled / per photo) | unseen types (pooled / per photo) | pristine std "
         "| mean drop L1->L5 | std / drop |",
