@@ -1,4 +1,4 @@
-"""Few-shot benchmark of GRMP on the offline grmp-tiny backbone, held out twice over (issue 3, "Evidence").
+"""Few-shot benchmark of GRMP on the offline grmp-tiny backbone, held out twice over.
 
     python benchmarks/fewshot.py            # the committed table (20 min on 2 idle CPU cores, ~40 shared)
     python benchmarks/fewshot.py --quick    # a 2-split smoke run (< 2 min once the corpora are cached)
@@ -83,7 +83,7 @@ FULL = Settings(source_photos=12, target_kodak=24, target_mcmaster=18, shots=50,
 QUICK = Settings(source_photos=2, target_kodak=2, target_mcmaster=1, shots=10, splits=2, val_size=5,
                  vpt_tokens=8, meta_epochs=1, meta_lr=1e-3, meta_eps=0.5, support_batch=8, query_batch=8,
                  epochs=2, patience=1, lr=3e-2, unfreeze_blocks=4, lambdas=(1.0, 5.0))
-# Why FULL differs from the release defaults (GRMP_SPEC sections 2-3), and what was measured to choose it.
+# Why FULL differs from the release defaults (docs/method.md, "Meta-prompt pre-training" and "QGR fine-tuning"), and what was measured to choose it.
 # Measured on one development split (seed 123, not the benchmark's seed 0) of the full target, looking
 # at the training loss and *validation* scores only; load average 3-5 on the 2 shared cores.
 CALIBRATION = {
@@ -118,6 +118,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="result JSON (default benchmarks/fewshot.json; "
                                                                "--quick: <runs>/fewshot.json)")
     parser.add_argument("--md", type=Path, default=None, help="Markdown table (default beside --out, .md)")
+    parser.add_argument("--meta-algos", nargs="+", default=None,
+                        help="meta algorithms to pre-train and compare (default: all of META_ALGOS); the QGR "
+                             "rows use the best of these, so one algorithm gives just its lambda 0 / 1 / 5 rows")
     for name, value in asdict(FULL).items():
         if name == "lambdas":
             continue
@@ -291,6 +294,41 @@ def level_table(scores: np.ndarray, records: list) -> dict:
     return {"per_type": table, "means": means}
 
 
+def reference_crops(records: list) -> np.ndarray:
+    """The model input of each pristine photo of ``records`` (``ref/<ref>.png`` beside the corpus),
+    in sorted photo order, under grmp-tiny's spec."""
+    from grmp_edge.images import read_rgb
+    from grmp_edge.preprocess import preprocess
+    from grmp_edge.train.bootstrap import BACKBONE
+    from grmp_edge.train.backbones import model_spec
+
+    spec = model_spec(BACKBONE, "bootstrap").preprocess
+    folder = Path(records[0].image).parent.parent / "ref"
+    return np.stack([preprocess(read_rgb(folder / f"{ref}.png"), spec) for ref in sorted({r.ref for r in records})])
+
+
+def content_bias(scores: np.ndarray, pristine: np.ndarray, records: list) -> dict:
+    """How much content moves the score against how much quality does: the std of the pristine
+    photos' scores, the mean (over types) drop from level 1 to level 5, and their ratio."""
+    groups, levels = np.asarray([r.group for r in records]), np.asarray([r.level for r in records])
+    drops = [scores[(groups == t) & (levels == 1)].mean() - scores[(groups == t) & (levels == 5)].mean()
+             for t in dict.fromkeys(groups)]
+    drop = float(np.mean(drops))
+    return {"pristine_std": float(pristine.std()), "mean_drop_level1_to_5": drop,
+            "std_over_drop": float(pristine.std() / drop) if drop > 0 else None}
+
+
+def qgr_levels(rows: dict, crops: np.ndarray, refs: np.ndarray, records: list) -> dict:
+    """Per QGR lambda (0 = plain fine-tuning), its best checkpoint's level table and content bias on
+    every held-out image and pristine photo."""
+    out = {}
+    for lam, run in rows.items():
+        scores = checkpoint_scores(Path(run["run_dir"]) / "best", np.concatenate([crops, refs]))
+        out[lam] = {"run": run["name"], "levels": level_table(scores[:len(crops)], records)["means"],
+                    **content_bias(scores[:len(crops)], scores[len(crops):], records)}
+    return out
+
+
 # --------------------------------------------------------------------------- report
 
 def row(label: str, trains: str, per_split: list[dict], source: str, **extra) -> dict:
@@ -361,7 +399,24 @@ def markdown(result: dict) -> str:
         lines.append(f"| **mean, {which} types** | | {_pair(zs['means'], which)} | {_pair(fm['means'], which)} |")
     lines += [
         "",
-        "#### Floors (issue 3)",
+        "#### QGR: level ranking and content bias on the held-out photos",
+        "",
+        f"Each lambda's checkpoint (meta ({result['choice']['meta_algo']}), the split with the best validation "
+        "score) on the same images, centre crop; pristine std: the spread of the "
+        f"{len(result['corpora']['target_photos'])} undistorted photos' scores, against the mean drop from "
+        "level 1 to level 5 (lower std / drop: less content bias).",
+        "",
+        "| QGR lambda | seen types (pooled / per photo) | unseen types (pooled / per photo) | pristine std "
+        "| mean drop L1->L5 | std / drop |",
+        "|---:|---|---|---:|---:|---:|",
+    ]
+    for lam, q in result["qgr_levels"].items():
+        lines.append(f"| {lam} | {_pair(q['levels'], 'seen')} | {_pair(q['levels'], 'unseen')} | "
+                     f"{q['pristine_std']:.3f} | {q['mean_drop_level1_to_5']:.3f} | "
+                     + ("-" if q["std_over_drop"] is None else f"{q['std_over_drop']:.2f}") + " |")
+    lines += [
+        "",
+        "#### Floors",
         "",
         f"- Bootstrap ranks the seen types by level, mean per-type SRCC >= 0.8 (pooled, centre crop): "
         f"{floors['bootstrap_seen_level_srcc']['value']:.3f} -> **{_pf(floors['bootstrap_seen_level_srcc']['pass'])}**",
@@ -428,7 +483,7 @@ def main(argv: list[str]) -> int:
 
     t = time.monotonic()
     metas = {algo: train(f"meta-{algo}", common_options(s) + meta_options(s, corpora["source"], algo), runs, echo)
-             for algo in META_ALGOS}
+             for algo in (args.meta_algos or META_ALGOS)}
     timings["meta_s"] = round(time.monotonic() - t, 1)
     t = time.monotonic()
     runs_ft = {"no-meta": train("ft-no-meta-lam0", common_options(s) + finetune_options(s, corpora["target"], 0.0),
@@ -455,6 +510,8 @@ def main(argv: list[str]) -> int:
     # The few-shot target is the unseen-type part of the level corpus: reuse its zero-shot scores.
     by_image = dict(zip((str(r.image) for r in level_records), zero_shot_scores))
     hand_target = np.asarray([by_image[str(r.image)] for r in target_records])
+    qgr = qgr_levels({f"{lam:g}": runs_ft[f"{chosen}-lam{lam:g}"] for lam in (0.0, *s.lambdas)}, crops,
+                     reference_crops(level_records), level_records)
     timings["scoring_s"] = round(time.monotonic() - t, 1)
 
     def from_run(label: str, trains: str, key: str, summary_of: str = "test") -> dict:
@@ -523,6 +580,7 @@ def main(argv: list[str]) -> int:
                            "never the test parts"},
         "rows": rows,
         "levels": levels,
+        "qgr_levels": qgr,
         "floors": floors,
         "timings": timings,
         "wall_s": round(time.monotonic() - t0, 1),

@@ -181,9 +181,26 @@ def quickstart_preset(bundle: Path) -> str | None:
     return read_json(summary, "quickstart summary").get("preset")
 
 
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def summary_table(result: dict) -> list[str]:
+    """The summary rows, one per crop count (the README carries these lines as they are)."""
+    lines = ["| crops | SRCC pooled | SRCC per photo | non-monotonic types | pristine std | mean drop L1->L5 "
+             "| types with drop < std | above pristine at L1 | ms / image |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for crops, r in result["results"].items():
+        lines.append(
+            f"| {crops} | {_fmt(r['mean_pooled_srcc'])} | {_fmt(r['mean_per_photo_srcc'])} "
+            f"| {len(r['non_monotonic_types'])} | {_fmt(r['pristine']['std'])} | {_fmt(r['mean_drop_level1_to_5'])} "
+            f"| {len(r['types_drop_below_spread'])} | {len(r['types_above_pristine_at_level1'])} "
+            f"| {_fmt(r['ms_per_image'], 2)} |")
+    return lines
+
+
 def markdown(result: dict) -> str:
     """The tables for the README: a summary row per crop count, then per-type rows per crop count."""
-    fmt = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
     model = result["model"]
     lines = [
         "### Held-out quality",
@@ -198,23 +215,16 @@ def markdown(result: dict) -> str:
         f"Targets: pooled SRCC >= {TARGET_POOLED_SRCC}, no curve rises > {RISE} between levels, "
         "pristine std < mean level-1 to 5 drop.",
         "",
-        "| crops | SRCC pooled | SRCC per photo | non-monotonic types | pristine std | mean drop L1->L5 "
-        "| types with drop < std | above pristine at L1 | ms / image |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *summary_table(result),
     ]
-    for crops, r in result["results"].items():
-        lines.append(
-            f"| {crops} | {fmt(r['mean_pooled_srcc'])} | {fmt(r['mean_per_photo_srcc'])} | {len(r['non_monotonic_types'])} "
-            f"| {fmt(r['pristine']['std'])} | {fmt(r['mean_drop_level1_to_5'])} | {len(r['types_drop_below_spread'])} "
-            f"| {len(r['types_above_pristine_at_level1'])} | {fmt(r['ms_per_image'], 2)} |")
     for crops, r in result["results"].items():
         lines += ["", f"#### `--crops {crops}` per type", "",
                   "| type | pooled | per photo | curve (pristine, L1..L5) | rises > 0.02 | drop L1->L5 |",
                   "|---|---:|---:|---|---:|---:|"]
         for t, row in r["per_type"].items():
-            curve = " ".join(fmt(v, 2) for v in row["curve"])
-            lines.append(f"| {t} | {fmt(row['pooled'])} | {fmt(row['per_photo'])} | {curve} | {row['rises']} "
-                         f"| {fmt(row['drop'])} |")
+            curve = " ".join(_fmt(v, 2) for v in row["curve"])
+            lines.append(f"| {t} | {_fmt(row['pooled'])} | {_fmt(row['per_photo'])} | {curve} | {row['rises']} "
+                         f"| {_fmt(row['drop'])} |")
     return "\n".join(lines) + "\n"
 
 

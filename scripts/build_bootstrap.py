@@ -28,8 +28,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--sources", nargs="+", type=Path, default=None,
                         help="pristine photos or folders to train on (default: scikit-image's bundled photos)")
+    parser.add_argument("--quickstart-photos", action="store_true",
+                        help="also train on the quickstart's training photos from scikit-image "
+                             "(never its held-out ones)")
+    parser.add_argument("--val-count", type=int, default=0,
+                        help="evenly spaced photos of the first --sources folder set aside for validation")
     parser.add_argument("--types", default="seen",
                         help="'seen' (all but HELD_OUT_TYPES), 'all', or comma-separated distortion names")
+    parser.add_argument("--draws", type=int, default=0,
+                        help="random strengths per photo and type in [1, 5] (0: the five graded levels)")
     parser.add_argument("--minutes", type=float, default=12.0, help="training time budget")
     parser.add_argument("--steps", type=int, default=None, help="step budget (whichever budget ends first)")
     parser.add_argument("--seed", type=int, default=0)
@@ -37,17 +44,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--patch-dropout", type=float, default=0.0,
                         help="share of patch tokens dropped per step (FLIP), except in the last tenth of the budget")
+    recipe = parser.add_argument_group("cross-photo terms (CrossPhotoLoss; all 0: contrastive only)")
+    for name, default, text in (
+            ("rank", 0.0, "weight of the pairwise ranking loss on the zero-shot score"),
+            ("spread", 0.0, "weight of the pristine-score variance"),
+            ("scene", 0.0, "weight of the scene-prompt cross-entropy"),
+            ("tau", 0.03, "temperature of the ranking and spread terms"),
+            ("reference-share", 0.05, "share of references in a batch"),
+            ("types-per-batch", 0, "distortion types per batch (0: any)")):
+        recipe.add_argument(f"--{name}", type=type(default), default=default, help=text)
     parser.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast")
     parser.add_argument("--device", default="cpu", help="torch device to train and evaluate on")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=None, help="processes for the synthesis")
     parser.add_argument("--out", type=Path, default=None, help="weights file (default: the user cache)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="continue from these weights instead of a random initialisation")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="training state saved every 100 steps and resumed from when it exists")
     parser.add_argument("--work", type=Path, default=None,
                         help="folder for the synthetic corpora (default: <cache>/bootstrap/corpus)")
-    parser.add_argument("--eval-photos", type=Path, default=None,
-                        help="folder of photos for the evaluation corpus (default: ../shared kodak24 if present)")
-    parser.add_argument("--eval-count", type=int, default=8, help="evenly spaced photos taken from --eval-photos")
-    parser.add_argument("--eval-crops", type=int, default=5, help="native-resolution crops averaged per image")
+    parser.add_argument("--eval-crops", type=int, default=4, help="native-resolution crops averaged per image")
+    parser.add_argument("--eval-only", type=Path, default=None,
+                        help="skip training: evaluate these weights on the validation photos")
     parser.add_argument("--benchmark", type=Path, default=None, help="write the results JSON here")
     return parser.parse_args(argv)
 
@@ -63,20 +82,108 @@ def chosen_types(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def eval_photos(folder: Path | None, count: int) -> list[Path]:
-    """``count`` evenly spaced photos of ``folder`` (kodak24 from ../shared by default); [] if none."""
+def split_photos(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
+    """(training photos, validation photos): ``--val-count`` evenly spaced photos of the first
+    ``--sources`` folder are set aside; the quickstart's training photos are added on request."""
     from grmp_edge.images import list_images
-    from grmp_edge.data.pristine import shared_pristine
-    from grmp_edge.errors import GrmpError
+    from grmp_edge.data.pristine import bundled_photos
+    from grmp_edge.data.synth import collect_sources
+    from grmp_edge.quickstart import TRAIN_PHOTOS
 
-    if folder is None:
-        try:
-            folder = shared_pristine("kodak24")
-        except GrmpError:
-            return []
-    photos = list_images(folder)
-    picks = np.unique(np.linspace(0, len(photos) - 1, min(count, len(photos))).round().astype(int))
-    return [photos[i] for i in picks]
+    sources = collect_sources(args.sources) if args.sources else bundled_photos()
+    val: list[Path] = []
+    if args.val_count:
+        first = list_images(args.sources[0])
+        picks = np.unique(np.linspace(0, len(first) - 1, min(args.val_count, len(first))).round().astype(int))
+        val = [first[i] for i in picks]
+    train = [p for p in sources if p not in val]
+    if args.quickstart_photos:
+        train += [p for p in bundled_photos() if p.name in TRAIN_PHOTOS and p not in train]
+    return train, val
+
+
+def recipe_of(args: argparse.Namespace):
+    """The CrossPhotoLoss the options ask for."""
+    from grmp_edge.train.bootstrap import CrossPhotoLoss
+
+    return CrossPhotoLoss(rank=args.rank, spread=args.spread, scene=args.scene, tau=args.tau,
+                          reference_share=args.reference_share, types_per_batch=args.types_per_batch)
+
+
+def shared_relative(path: Path) -> str:
+    """A path under the shared folder written as ../shared/..., as the repository refers to it."""
+    parts = Path(path).resolve().parts
+    return str(Path("..", *parts[parts.index("shared"):])) if "shared" in parts else str(path)
+
+
+def train(args: argparse.Namespace, photos: list[Path], types: list[str], out: Path, work: Path, console) -> dict:
+    """Build the weights and describe the training for the result file."""
+    from grmp_edge.artifacts import sha256_file
+    from grmp_edge.train import bootstrap
+
+    console.print(f"training on {len(photos)} photos, {len(types)} types, {args.draws} draws, "
+                  f"{args.minutes} min / {args.steps} steps on {args.device}, {recipe_of(args)}")
+    name = f"draws{args.draws}-" + "-".join(Path(s).stem for s in args.sources) if args.sources else "bundled"
+    history = bootstrap.build_bootstrap(
+        out, photos, types=types, minutes=args.minutes, steps=args.steps, seed=args.seed, work_dir=work / name,
+        batch_size=args.batch_size, lr=args.lr, patch_dropout=args.patch_dropout, bf16=args.bf16,
+        device=args.device, workers=args.workers, draws=args.draws, recipe=recipe_of(args),
+        checkpoint=args.checkpoint, init=args.init)
+    tenths = {k: [round(float(np.mean(c)), 4) for c in np.array_split(np.asarray(v), min(10, len(v)))]
+              for k, v in history["terms"].items()}
+    console.print(f"{history['steps']} steps in {history['minutes']:.1f} min; loss by tenths: {tenths}")
+    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 {sha256_file(out)})")
+    return {
+        "photos": [shared_relative(p) if "shared" in p.parts else f"scikit-image:{p.name}" for p in photos],
+        "types": types, "held_out_types": list(bootstrap.HELD_OUT_TYPES), "draws": args.draws,
+        "recipe": history["recipe"],
+        "init": {"path": shared_relative(args.init), "sha256": sha256_file(args.init)} if args.init else None,
+        "steps": history["steps"], "minutes": round(history["minutes"], 2),
+        "batch_size": args.batch_size, "lr": args.lr, "patch_dropout": args.patch_dropout,
+        "unmasked_share": history["unmasked_share"], "bf16": args.bf16,
+        "final_logit_scale": round(history["logit_scale"], 2), "seed": args.seed, "device": args.device,
+        "device_name": _device_name(args.device), "threads": args.threads, "images": history["images"],
+        "captions": history["captions"], "loss_by_tenths": tenths,
+    }
+
+
+def evaluate(weights: Path, photos: list[Path], work: Path, args: argparse.Namespace, console) -> dict:
+    """Zero-shot level SRCC (pooled, per photo) over all 25 types, and the pristine spread against
+    the level-1 to 5 drop, on the validation photos' graded corpus."""
+    from grmp_edge.data.distortions import DISTORTIONS
+    from grmp_edge.data.manifest import load_manifest
+    from grmp_edge.data.synth import synthesize
+    from grmp_edge.metrics import level_srcc
+    from grmp_edge.train import bootstrap
+    from grmp_edge.train.backbones import model_spec
+    from grmp_edge.train.pretrained import create_backbone
+
+    manifest = synthesize(photos, work / f"val-{photos[0].parent.name}-{len(photos)}", types=list(DISTORTIONS),
+                          seed=args.seed, workers=args.workers)
+    records = [r for r in load_manifest(manifest) if r.group and r.level is not None]
+    refs = sorted({r.ref for r in records})
+    clip = create_backbone(bootstrap.BACKBONE, str(weights), device=args.device)  # the saved fp16 weights
+    spec = model_spec(bootstrap.BACKBONE, None).preprocess
+    scores = bootstrap.zero_shot_scores(clip, [r.image for r in records] + [manifest.parent / "ref" / f"{r}.png"
+                                                                           for r in refs], spec, args.eval_crops)
+    levels, groups = np.asarray([r.level for r in records]), np.asarray([r.group for r in records])
+    table = level_srcc(scores[:len(records)], levels, groups, [r.ref for r in records])
+    drops = [scores[:len(records)][(groups == t) & (levels == 1)].mean()
+             - scores[:len(records)][(groups == t) & (levels == 5)].mean() for t in table]
+    result = {"photos": [shared_relative(p) for p in photos], "crops": args.eval_crops,
+              "prompts": list(bootstrap.ZERO_SHOT_PROMPTS), "score": "<f, t_high> - <f, t_low>, mean over crops",
+              "pristine_std": float(scores[len(records):].std()), "mean_drop_level1_to_5": float(np.mean(drops)),
+              "per_type_srcc": {t: {k: round(table[t][k] or 0.0, 4) for k in ("pooled", "per_photo")} for t in table}}
+    for how in ("pooled", "per_photo"):
+        result[f"mean_{how}"] = round(float(np.mean([table[t][how] or 0.0 for t in table])), 4)
+        for name, seen in (("seen", True), ("held_out_types", False)):
+            values = [table[t][how] or 0.0 for t in table if (t not in bootstrap.HELD_OUT_TYPES) == seen]
+            result[f"{name}_mean_{how}"] = round(float(np.mean(values)), 4)
+    console.print(f"validation ({len(photos)} photos, {args.eval_crops} crops): pooled {result['mean_pooled']}, "
+                  f"per photo {result['mean_per_photo']} (held-out types pooled "
+                  f"{result['held_out_types_mean_pooled']}); pristine std {result['pristine_std']:.4f} vs drop "
+                  f"{result['mean_drop_level1_to_5']:.4f}")
+    return result
 
 
 def main(argv: list[str]) -> int:
@@ -84,92 +191,25 @@ def main(argv: list[str]) -> int:
     import open_clip
     import torch
     from rich.console import Console
-    from rich.table import Table
 
     import grmp_edge
     from grmp_edge.artifacts import atomic_write_json, cache_root, sha256_file
-    from grmp_edge.data.manifest import load_manifest
-    from grmp_edge.data.pristine import bundled_photos
-    from grmp_edge.data.synth import synthesize
     from grmp_edge.train import bootstrap
-    from grmp_edge.train.backbones import model_spec
-    from grmp_edge.train.pretrained import create_backbone
 
     console = Console()
     torch.set_num_threads(args.threads)
     types = chosen_types(args.types)
-    sources = args.sources or bundled_photos()
-    out = args.out or bootstrap.cached_weights_path()
+    photos, val = split_photos(args)
+    out = args.eval_only or args.out or bootstrap.cached_weights_path()
     work = args.work or cache_root() / "bootstrap" / "corpus"
-    train_dir = work / ("-".join(Path(s).stem for s in args.sources) if args.sources else "bundled")
-    console.print(f"training on {', '.join(map(str, sources[:3]))}{' ...' if len(sources) > 3 else ''}, "
-                  f"{len(types)} types, {args.minutes} min / {args.steps} steps on {args.device}")
-    history = bootstrap.build_bootstrap(
-        out, sources, types=types, minutes=args.minutes, steps=args.steps, seed=args.seed, work_dir=train_dir,
-        batch_size=args.batch_size, lr=args.lr, patch_dropout=args.patch_dropout, bf16=args.bf16,
-        device=args.device, workers=args.workers)
-    losses = history["losses"]
-    tenths = [float(np.mean(chunk)) for chunk in np.array_split(np.asarray(losses), min(10, len(losses)))]
-    console.print(f"{history['steps']} steps in {history['minutes']:.1f} min; loss by tenths: "
-                  + " ".join(f"{v:.3f}" for v in tenths))
-    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 {sha256_file(out)})")
-
-    result = {
-        "command": "python scripts/build_bootstrap.py " + shlex.join(argv),
-        "weights": {"path": str(out), "sha256": sha256_file(out), "bytes": out.stat().st_size},
-        "training": {
-            "sources": [str(s) for s in (args.sources or ["bundled"])], "types": types,
-            "held_out_types": list(bootstrap.HELD_OUT_TYPES), "steps": history["steps"],
-            "minutes": round(history["minutes"], 2), "batch_size": args.batch_size, "lr": args.lr,
-            "patch_dropout": args.patch_dropout, "unmasked_share": history["unmasked_share"], "bf16": args.bf16,
-            "final_logit_scale": round(history["logit_scale"], 2),
-            "seed": args.seed, "device": args.device, "device_name": _device_name(args.device),
-            "threads": args.threads, "images": history["images"], "captions": history["captions"],
-            "generic_captions": {w: bootstrap.generic_captions(g, pristine=g == 0)
-                                 for g, w in enumerate(bootstrap.GENERIC_WORDS)},
-            "loss_by_tenths": [round(v, 4) for v in tenths],
-        },
-        "versions": {"grmp_edge": grmp_edge.__version__, "torch": torch.__version__,
-                     "open_clip": open_clip.__version__},
-    }
-
-    photos = eval_photos(args.eval_photos, args.eval_count)
-    if photos:
-        from grmp_edge.data.distortions import DISTORTIONS
-
-        manifest = synthesize(photos, work / f"eval-{photos[0].parent.name}", types=list(DISTORTIONS), seed=args.seed,
-                              workers=args.workers)
-        clip = create_backbone(bootstrap.BACKBONE, str(out), device=args.device)  # the saved fp16 weights
-        spec = model_spec(bootstrap.BACKBONE, None).preprocess
-        srcc = bootstrap.zero_shot_level_srcc(clip, load_manifest(manifest), spec, crops=args.eval_crops)
-        table = Table("type", "seen in training", "SRCC pooled", "SRCC per photo")
-        for t in srcc["pooled"]:
-            table.add_row(t, "yes" if t in types else "no", f"{srcc['pooled'][t]:.3f}", f"{srcc['per_photo'][t]:.3f}")
-        console.print(table)
-        summary = {}
-        for how, per_type in srcc.items():
-            for name, seen in (("seen", True), ("unseen", False)):
-                values = [v for t, v in per_type.items() if (t in types) == seen]
-                summary[f"{name}_mean_{how}"] = round(float(np.mean(values)), 4) if values else None
-        console.print("mean per-type SRCC, pooled over photos (headline): seen "
-                      f"{summary['seen_mean_pooled']}, unseen {summary['unseen_mean_pooled']}; per photo: seen "
-                      f"{summary['seen_mean_per_photo']}, unseen {summary['unseen_mean_per_photo']}")
-        result["evaluation"] = {
-            "photos": [p.name for p in photos], "crops": args.eval_crops, "preprocess": spec.to_dict(),
-            "prompts": list(bootstrap.ZERO_SHOT_PROMPTS),
-            "score": "<f, t_high> - <f, t_low>, averaged over the crops",
-            "headline": "pooled",
-            "aggregation": {
-                "pooled": "per type, SRCC(score, -level) over all photos x 5 levels at once; then the mean over types",
-                "per_photo": "per type and photo, SRCC(score, -level) over the 5 levels; mean over photos, "
-                             "then the mean over types",
-            },
-            **summary,
-            "per_type_srcc": {t: {"seen": t in types, "pooled": round(srcc["pooled"][t], 4),
-                                  "per_photo": round(srcc["per_photo"][t], 4)} for t in srcc["pooled"]},
-        }
-    else:
-        console.print("no evaluation photos found (pass --eval-photos); skipped the zero-shot evaluation")
+    result = {"command": "python scripts/build_bootstrap.py " + shlex.join(argv),
+              "versions": {"grmp_edge": grmp_edge.__version__, "torch": torch.__version__,
+                           "open_clip": open_clip.__version__}}
+    if not args.eval_only:
+        result["training"] = train(args, photos, types, out, work, console)
+    result["weights"] = {"path": str(out), "sha256": sha256_file(out), "bytes": out.stat().st_size}
+    if val:
+        result["validation"] = evaluate(out, val, work, args, console)
     if args.benchmark:
         atomic_write_json(args.benchmark, result)
         console.print(f"wrote {args.benchmark}")

@@ -116,11 +116,13 @@ def test_corpus_captions_and_references(corpus):
 
 
 def test_sampler_crops_are_deterministic_per_seed_and_captioned(corpus):
-    crops, ids, generic = corpus.sample(np.random.default_rng(0), 20, 96)
+    batch = corpus.sample(np.random.default_rng(0), 20, 96)
+    crops, ids, generic = batch.crops, batch.ids, batch.generic
     assert crops.shape == (20, 96, 96, 3) and crops.dtype.name == "uint8"
     again = corpus.sample(np.random.default_rng(0), 20, 96)
-    assert np.array_equal(crops, again[0]) and np.array_equal(ids, again[1]) and np.array_equal(generic, again[2])
-    assert not np.array_equal(crops, corpus.sample(np.random.default_rng(1), 20, 96)[0])
+    assert np.array_equal(crops, again.crops) and np.array_equal(ids, again.ids)
+    assert np.array_equal(generic, again.generic) and np.array_equal(batch.picks, again.picks)
+    assert not np.array_equal(crops, corpus.sample(np.random.default_rng(1), 20, 96).crops)
     assert corpus.captions.index(bs.PRISTINE_CAPTION) in ids.tolist()  # references are always in a batch
     assert (corpus.caption_grades[ids] == -1).all() and (corpus.caption_grades[generic] >= 0).all()
     # a crop's two captions agree on its quality
@@ -128,6 +130,68 @@ def test_sampler_crops_are_deterministic_per_seed_and_captioned(corpus):
     assert grades[bs.PRISTINE_CAPTION] == 0
     assert all(g == 3 for c, g in grades.items() if "very low quality" in c)
     assert all(g == 2 for c, g in grades.items() if "fair quality" in c)
+
+
+def test_sampler_can_hold_few_types_and_distinct_references(corpus):
+    batch = corpus.sample(np.random.default_rng(0), 20, 96, reference_share=0.1, types_per_batch=1)
+    kinds = corpus.kinds[batch.picks]
+    assert len(set(kinds[kinds >= 0].tolist())) == 1
+    refs = batch.picks[corpus.is_reference[batch.picks]]
+    assert len(refs) == 2 and len(set(corpus.photos[refs].tolist())) == 2
+
+
+def test_corpus_knows_strength_type_photo_and_scene(corpus):
+    refs = corpus.is_reference
+    assert (corpus.kinds[refs] == -1).all() and (corpus.strengths[refs] == 0).all()
+    assert set(corpus.strengths[~refs].tolist()) == {1, 2, 3, 4, 5}
+    assert {bs.DISTORTIONS[k] for k in corpus.kinds[~refs]} == set(TYPES)
+    # bundled_photos()[:2] are astronaut (human) and coffee (still_life) in the committed labels
+    assert [bs.SCENE_CLASSES[s] for s in corpus.scenes[refs]] == ["human", "still_life"]
+
+
+def test_ranking_pairs_order_references_then_levels_then_pseudo_mos():
+    # two references, then white_noise at 1 and 3 on different photos, then jpeg at 1.1 with a low pseudo-MOS
+    kinds = torch.tensor([-1, -1, 10, 10, 9])
+    strengths = torch.tensor([0.0, 0.0, 1.0, 3.0, 1.1])
+    quality = torch.tensor([1.0, 1.0, 0.9, 0.6, 0.7])
+    pairs = bs.ranking_pairs(strengths, kinds, quality)
+    assert pairs[0, 1] == 0 and (pairs[:2, 2:] == 1 / 6).all()  # references above every distorted image
+    assert pairs[2, 3] == 1 and pairs[3, 2] == 0  # same type: milder above stronger, across photos
+    assert pairs[2, 4] == bs.FR_WEIGHT and pairs[4, 3] == 0  # other types: by pseudo-MOS, with a margin
+    assert pairs.sum() == pytest.approx(2 + bs.FR_WEIGHT)  # each kind of pair weighs the same in total
+    scores = torch.tensor([0.5, 0.5, 0.3, 0.1, 0.2])
+    assert bs.ranking_loss(scores, pairs, 0.03) < bs.ranking_loss(-scores, pairs, 0.03)
+    assert bs.pristine_spread(scores, kinds < 0) == 0
+    # relative to the batch's spread: scaling every score does not change it
+    spread = bs.pristine_spread(torch.tensor([0.0, 0.1, 0.3, 0.5]), torch.tensor([True, True, False, False]))
+    assert spread == pytest.approx(bs.pristine_spread(torch.tensor([0.0, 1.0, 3.0, 5.0]),
+                                                      torch.tensor([True, True, False, False])))
+    assert spread == pytest.approx(0.0025 / 0.036875)
+
+
+def test_random_strengths_interpolate_between_graded_levels():
+    from grmp_edge.data.distortions import PARAMS
+    from grmp_edge.train import bootstrap_corpus as bc
+
+    assert bc.strength_param("white_noise", 2.0) == PARAMS["white_noise"][1]
+    assert bc.strength_param("white_noise", 2.5) == pytest.approx((0.002 * 0.004) ** 0.5)  # geometric
+    assert bc.strength_param("color_saturation_1", 4.5) == pytest.approx(0.075)  # linear down to 0
+    assert isinstance(bc.strength_param("jpeg", 1.5), int)
+    draws = bc.stratified_strengths(4, np.random.default_rng(0))
+    assert ((draws >= [1, 2, 3, 4]) & (draws <= [2, 3, 4, 5])).all()
+    with pytest.raises(bs.GrmpError):
+        bc.strength_param("jpeg", 0.5)
+
+
+def test_random_strength_corpus_is_cached_per_photo(tmp_path):
+    photos = bundled_photos()[:1]
+    first = bs.CaptionedCorpus.from_photos(photos, ["gaussian_blur"], 3, 0, tmp_path, workers=1)
+    assert len(first.pixels) == 4 and first.is_reference.sum() == 1
+    strengths = first.strengths[~first.is_reference]
+    assert ((strengths >= [1, 7 / 3, 11 / 3]) & (strengths <= [7 / 3, 11 / 3, 5])).all()  # one per slice
+    assert (np.diff(first.quality[~first.is_reference]) < 0).all()  # stronger blur, lower pseudo-MOS
+    again = bs.CaptionedCorpus.from_photos(photos, ["gaussian_blur"], 3, 0, tmp_path, workers=1)
+    assert all(np.array_equal(a, b) for a, b in zip(first.pixels, again.pixels))
 
 
 def test_tiny_build_lowers_the_loss_and_writes_fp16(tiny_build):
@@ -141,6 +205,20 @@ def test_tiny_build_lowers_the_loss_and_writes_fp16(tiny_build):
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
         meta = f.metadata()
     assert meta["backbone"] == "grmp-tiny" and meta["types"] == ",".join(TYPES)
+
+
+def test_cross_photo_terms_train_and_resume_from_a_checkpoint(tmp_path):
+    corpus = bs.CaptionedCorpus.from_photos(bundled_photos()[:2], TYPES, 2, 0, tmp_path / "corpus", workers=1)
+    recipe = bs.CrossPhotoLoss(types_per_batch=2)
+    checkpoint = tmp_path / "state.pt"
+    torch.manual_seed(0)
+    first = bs.train_contrastive(pretrained.create_backbone("grmp-tiny", None), corpus, steps=4, batch_size=16,
+                                 recipe=recipe, checkpoint=checkpoint, checkpoint_every=2, progress=False)
+    assert set(first["terms"]) == {"loss", "specific", "generic", "rank", "spread", "scene"}
+    assert checkpoint.is_file() and first["steps"] == 4
+    resumed = bs.train_contrastive(pretrained.create_backbone("grmp-tiny", None), corpus, steps=6, batch_size=16,
+                                   recipe=recipe, checkpoint=checkpoint, checkpoint_every=2, progress=False)
+    assert resumed["steps"] == 6 and resumed["losses"][:4] == first["losses"]
 
 
 def test_bootstrap_is_built_once_then_cached(tiny_build, tmp_path, monkeypatch):
