@@ -66,15 +66,17 @@ def alarm_after(degraded: bool, record: dict) -> bool:
 
 class SourceState:
     """One source as the sinks see it: its latest record, alarm state, frame and event counts, recent
-    arrival times and latencies. ``now`` is any monotonic clock in seconds, the same for every call."""
+    arrival times and (unless ``latency_window`` is None, for a reader that shows only the latest
+    record's latencies) a window of latencies. ``now`` is any monotonic clock in seconds, the same for
+    every call."""
 
-    def __init__(self, latency_window: int = 1024):
+    def __init__(self, latency_window: Optional[int] = 1024):
         self.record: Optional[dict] = None
         self.degraded = False
         self.frames = 0
         self.events: collections.Counter = collections.Counter()
         self.arrivals: collections.deque = collections.deque(maxlen=ARRIVALS_KEPT)
-        self.latency = LatencyWindow(latency_window)
+        self.latency = LatencyWindow(latency_window) if latency_window is not None else None
 
     def update(self, record: dict, now: float) -> None:
         """Fold in one scored frame's record (see :mod:`grmp_edge.runtime.sinks`) that arrived at ``now``."""
@@ -84,7 +86,8 @@ class SourceState:
             self.events[record["event"]] += 1
         self.frames += 1
         self.arrivals.append(now)
-        self.latency.add(record["latency_ms"])
+        if self.latency is not None:
+            self.latency.add(record["latency_ms"])
 
     def _latest(self, key: str) -> float:
         value = None if self.record is None else self.record[key]

@@ -84,7 +84,7 @@ class _Tile:
     def __init__(self, tile_id: str, name: str, history_s: float, events: int):
         self.id, self.name = tile_id, name
         self.history_s = history_s
-        self.state = SourceState()
+        self.state = SourceState(latency_window=None)  # the page shows each record's own latencies
         self.frame: Optional[Frame] = None
         # (n, ts, score, smoothed); n numbers the points so that a viewer can be sent only newer ones
         self.points: collections.deque = collections.deque(maxlen=int(history_s / HISTORY_STEP_S) + events)
