@@ -1,6 +1,7 @@
 """Few-shot benchmark of GRMP on the offline grmp-tiny backbone, held out twice over.
 
-    python benchmarks/fewshot.py            # the committed table (20 min on 2 idle CPU cores, ~40 shared)
+    python benchmarks/fewshot.py            # all three meta algorithms (20 min on 2 idle CPU cores, ~40 shared)
+    python benchmarks/fewshot.py --meta-algos continual   # the committed table: one meta algorithm, QGR 0 / 1 / 5
     python benchmarks/fewshot.py --quick    # a 2-split smoke run (< 2 min once the corpora are cached)
 
 Held out twice over:
