@@ -116,6 +116,16 @@ def shared_relative(path: Path) -> str:
     return str(Path("..", *parts[parts.index("shared"):])) if "shared" in parts else str(path)
 
 
+def photo_label(path: Path) -> str:
+    """How the result file names a training photo: ../shared/... for the team's datasets,
+    ``scikit-image:<name>`` for the wheel's photos, ``<folder>:<name>`` for any other (such as
+    ``debian-wallpapers:`` for ``scripts/debian_photos.py``'s)."""
+    if "shared" in path.parts:
+        return shared_relative(path)
+    origin = "scikit-image" if path.parent.parent.name == "skimage" else path.parent.name
+    return f"{origin}:{path.name}"
+
+
 def train(args: argparse.Namespace, photos: list[Path], types: list[str], out: Path, work: Path, console) -> dict:
     """Build the weights and describe the training for the result file."""
     from grmp_edge.artifacts import sha256_file
@@ -134,7 +144,7 @@ def train(args: argparse.Namespace, photos: list[Path], types: list[str], out: P
     console.print(f"{history['steps']} steps in {history['minutes']:.1f} min; loss by tenths: {tenths}")
     console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 {sha256_file(out)})")
     return {
-        "photos": [shared_relative(p) if "shared" in p.parts else f"scikit-image:{p.name}" for p in photos],
+        "photos": [photo_label(p) for p in photos],
         "types": types, "held_out_types": list(bootstrap.HELD_OUT_TYPES), "draws": args.draws,
         "recipe": history["recipe"],
         "init": {"path": shared_relative(args.init), "sha256": sha256_file(args.init)} if args.init else None,
