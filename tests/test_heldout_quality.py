@@ -33,7 +33,7 @@ def shipped_only(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_shipped_bootstrap_ranks_quality_not_content_on_held_out_photos(shipped_only, monkeypatch):
     pytest.importorskip("open_clip")
-    from grmp_edge.data.images import read_rgb
+    from grmp_edge.images import read_rgb
     from grmp_edge.data.pristine import shared_pristine
     from grmp_edge.errors import GrmpError
 

@@ -17,7 +17,7 @@ TINY = ["--backbone", "grmp-tiny", "--pretrained", "none", "--vpt-tokens", "2"]
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    target = make_graded_corpus(root / "target", refs=6, levels=10, size=256, kinds=("blur",), seed=1)
+    target = make_graded_corpus(root / "target", refs=6, levels=10, size=256, kinds=("pixelate",), seed=1)
     source = make_graded_corpus(root / "source", refs=2, levels=3, kinds=("noise", "impulse", "speckle"), seed=2)
     return target, source
 
@@ -32,8 +32,9 @@ def one_line_error(capsys) -> str:
 def test_tiny_train_run_raises_srcc_over_the_untrained_model_and_eval_reads_it(corpora, tmp_runs, capsys):
     """The shipped offline grmp-tiny weights (not random ones: fine-tuning a random ViT on a dozen
     images is too erratic to assert on) with freshly initialised prompts, meta-trained one epoch on
-    noise types, then fine-tuned on blur, which the bootstrap barely ranks on these procedural scenes
-    (on their noise it starts at 0.93-0.96, leaving fine-tuning nothing to show)."""
+    noise types, then fine-tuned on pixelation, a type the bootstrap never trains on and does not rank
+    on these procedural scenes (on their noise it starts at 0.93-0.96, and since the bootstrap saw
+    more kinds of photo it ranks their blur at 0.31, leaving fine-tuning too little to show)."""
     target, source = corpora
     code = main(["train", "--data", str(target), "--meta-data", str(source), "--backbone", "grmp-tiny",
                  "--pretrained", "bootstrap", "--vpt-tokens", "2", "--meta-epochs", "1", "--support-batch", "8",
@@ -46,7 +47,7 @@ def test_tiny_train_run_raises_srcc_over_the_untrained_model_and_eval_reads_it(c
     results = json.loads((tmp_runs / "train" / "tiny" / "results.json").read_text())
     trained, untrained = results["summary"]["srcc"]["mean"], results["initial_summary"]["srcc"]["mean"]
     assert untrained < 0.3, untrained  # the target is new to the model ...
-    assert trained - untrained >= 0.15, (trained, untrained)  # ... and fine-tuning learns it (0.05 -> 0.26 here)
+    assert trained - untrained >= 0.15, (trained, untrained)  # ... and fine-tuning learns it (0.005 -> 0.218 here)
     assert results["plan"]["finetune"]["lam"] == 5.0 and results["quick_trial"] is False
 
     # eval without --checkpoint finds the run's best/.
