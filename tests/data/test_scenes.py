@@ -18,7 +18,7 @@ def test_scene_classes_are_the_releases_in_order():
 def test_committed_labels_parse_and_are_valid():
     labels = scene_labels()
     assert labels and set(labels.values()) <= set(RELEASE_SCENES)
-    assert {collection for collection, _ in labels} == {"cbsd68", "bundled", "debian-wallpapers"}
+    assert {collection for collection, _ in labels} == {"cbsd68", "bundled", "debian-wallpapers", "gcompris"}
     stems = [photo for _, photo in labels]
     assert len(stems) == len(set(stems)), "stems must be unique across collections (the corpus looks them up by stem)"
 
@@ -42,15 +42,17 @@ def test_every_bundled_photo_is_labelled():
 
 
 def test_every_debian_photo_is_listed_and_labelled():
-    """The photos scripts/debian_photos.py fetches are exactly the labelled debian-wallpapers ones."""
+    """The photos scripts/debian_photos.py fetches are exactly the labelled ones of their collections."""
     import csv
     from pathlib import Path
 
     listed = Path(__file__).parents[2] / "scripts" / "debian_photos.csv"
     with listed.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    labelled = {photo for collection, photo in scene_labels() if collection == "debian-wallpapers"}
-    assert {row["photo"] for row in rows} == labelled
+    collections = {row["collection"] for row in rows}
+    assert collections == {"debian-wallpapers", "gcompris"}
+    labelled = {(collection, photo) for collection, photo in scene_labels() if collection in collections}
+    assert {(row["collection"], row["photo"]) for row in rows} == labelled
     assert len(rows) == len(labelled)
 
 
