@@ -75,8 +75,32 @@ def preprocess(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return np.ascontiguousarray(center_crop(resize(rgb, spec), spec.size))
 
 
+def crop_grid(height: int, width: int, size: int, n: int) -> tuple[int, int]:
+    """(rows, cols) of the grid ``n`` crops of ``size`` are placed on in a ``height x width`` frame.
+
+    Once ``n`` reaches the covering grid (``ceil(height / size) x ceil(width / size)``), the grid
+    starts from it and grows by a row or a column at a time (the one that does not pass ``n`` cells,
+    else the one that keeps its cells squarer) until it has ``n`` cells; a grid of exactly ``n``
+    cells covers the frame (15 crops of 96 px tile a 16:9 frame 256 px high as 3 x 5, and a 1:1, 4:3
+    or 3:2 one too). Fewer crops go on the grid closest to the frame's aspect ratio with at least
+    ``n`` cells."""
+    rows, cols = -(-height // size), -(-width // size)
+    if n < rows * cols:
+        cols = int(np.ceil(np.sqrt(n * width / height)))
+        return int(np.ceil(n / cols)), cols
+    while rows * cols < n:
+        taller, wider = (rows + 1, cols), (rows, cols + 1)
+        fits = [g for g in (taller, wider) if g[0] * g[1] <= n]
+        if len(fits) == 1:
+            rows, cols = fits[0]
+        else:
+            rows, cols = taller if height / rows > width / cols else wider
+    return rows, cols
+
+
 def native_crops(rgb: np.ndarray, spec: PreprocessSpec, n: int) -> np.ndarray:
-    """``n`` crops of the model's size at native resolution, spread on a grid over the frame.
+    """``n`` crops of the model's size at native resolution, spread on a grid over the frame
+    (:func:`crop_grid`; the ``n`` cells nearest the centre when the grid has more).
 
     Downscaling a 1080p frame hides blur and noise; scoring native-resolution crops keeps them.
     Frames smaller than the crop fall back to the resized centre crop. Returns ``(n, size, size, 3)``.
@@ -86,8 +110,7 @@ def native_crops(rgb: np.ndarray, spec: PreprocessSpec, n: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     if n <= 1 or h < size or w < size:
         return preprocess(rgb, spec)[None].repeat(max(n, 1), axis=0)
-    cols = int(np.ceil(np.sqrt(n * w / h)))
-    rows = int(np.ceil(n / cols))
+    rows, cols = crop_grid(h, w, size, n)
     ys = np.linspace(0, h - size, rows).round().astype(int)
     xs = np.linspace(0, w - size, cols).round().astype(int)
     corners = [(y, x) for y in ys for x in xs]

@@ -8,6 +8,7 @@ import pytest
 from grmp_edge.errors import GrmpError
 from grmp_edge.preprocess import (
     center_crop,
+    crop_grid,
     native_crops,
     normalize,
     preprocess,
@@ -59,6 +60,34 @@ def test_native_crops_are_unscaled_tiles():
         assert hits
     small = np.zeros((50, 60, 3), np.uint8)
     assert native_crops(small, spec, 3).shape == (3, 96, 96, 3)
+
+
+def _covered(frame_hw: tuple[int, int], n: int, size: int = 96) -> float:
+    """Fraction of a frame's pixels inside at least one of its ``n`` native crops."""
+    h, w = frame_hw
+    index = np.arange(h * w, dtype=np.int64).reshape(h, w)
+    rgb = np.stack([index % 256, index // 256 % 256, index // 65536], axis=-1).astype(np.uint8)
+    seen = np.zeros((h, w), bool)
+    for crop in native_crops(rgb, PreprocessSpec.clip(size), n):
+        first = crop[0, 0].astype(np.int64)
+        y, x = divmod(int(first[0] + 256 * first[1] + 65536 * first[2]), w)
+        seen[y:y + size, x:x + size] = True
+    return seen.mean()
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (256, 341), (256, 384), (256, 455), (455, 256)])
+def test_a_crop_count_equal_to_the_covering_grid_or_more_tiles_the_whole_frame(shape):
+    # 256 px high: 3 rows of 96 px; 455 px wide (16:9): 5 columns. 15 crops cover every shape here.
+    assert _covered(shape, 15) == 1.0
+    rows, cols = crop_grid(*shape, 96, 15)
+    assert rows * cols == 15 and (rows >= 3 and cols >= 3)
+    assert crop_grid(256, 455, 96, 15) == (3, 5) and crop_grid(455, 256, 96, 15) == (5, 3)
+
+
+def test_fewer_crops_than_the_covering_grid_follow_the_frames_aspect():
+    assert crop_grid(256, 384, 96, 4) == (2, 3)  # 6 cells, the 4 nearest the centre are kept
+    assert 0.3 < _covered((256, 384), 4) < 0.5
+    assert crop_grid(256, 256, 96, 9) == (3, 3) and _covered((256, 256), 9) == 1.0
 
 
 def test_normalize_matches_the_formula():

@@ -290,5 +290,5 @@ def _build_plans(state: _Export) -> None:
         source = state.files[PLAN_SOURCES[precision]]
         console.print(f"building the {plan_flavour.label} {precision} plan from {source.name}")
         plan = state.bundle.path(plan_name(precision, plan_flavour.name))
-        for entry in build_plan(source, plan, precision, state.options):
+        for entry in build_plan(source, plan, precision, state.options, state.bundle.model.preprocess.crops):
             state.bundle.add(entry.path, entry.precision, entry.targets, fmt=entry.format, info=entry.info)

@@ -19,6 +19,10 @@ MIN_NUM_EVAL = 64  # the parity gate's floor
 # Calibration and eval crops are held in memory together; more than this adds nothing to a gate.
 MAX_GATE_IMAGES = 100_000
 MAX_PROFILE_BATCH = 4096
+# The smallest default maximum batch of a plan or Triton model, and how many frames of the model's crop
+# plan a default profile holds in one call (a multi-camera batch window fills it).
+MIN_DEFAULT_BATCH_MAX = 8
+FRAMES_PER_CALL = 4
 MAX_WORKSPACE_GIB = 1024
 
 
@@ -32,7 +36,8 @@ class ExportOptions:
     entropy or percentile (INT8 QDQ). ``num_calib`` / ``num_eval``: crops for calibration and for the
     parity and accuracy gates. ``opset``: 13..20. ``embedding``: also output the image embedding.
     ``simplify``: run onnxslim. ``allow_drift``: keep files that fail their accuracy or plan gate.
-    ``batch_opt`` / ``batch_max`` / ``workspace_gib``: the TensorRT profile and builder workspace.
+    ``batch_opt`` / ``batch_max`` / ``workspace_gib``: the TensorRT profile and builder workspace;
+    unset, the profile follows the model's crop plan (:meth:`batch_profile`).
     ``name``: the bundle folder under runs/export (default exp, exp2, ...); ``force`` replaces it once
     the new one is complete. ``seed``: of the image sample. ``trt``: tensorrt or rtx, the flavour of
     the plans; ``sm``: the GPUs of a TensorRT-RTX plan (``"86,89,120"``).
@@ -48,8 +53,8 @@ class ExportOptions:
     embedding: bool = False
     simplify: bool = True
     allow_drift: bool = False
-    batch_opt: int = 1
-    batch_max: int = 8
+    batch_opt: int | None = None
+    batch_max: int | None = None
     workspace_gib: float = 1.0
     name: str | None = None
     seed: int = 0
@@ -98,13 +103,24 @@ class ExportOptions:
     def _check_plan_settings(self) -> None:
         from grmp_edge.limits import check_range
 
-        if not 1 <= self.batch_opt <= self.batch_max:
+        check_range("--batch-opt", self.batch_opt, low=1, high=MAX_PROFILE_BATCH)
+        check_range("--batch-max", self.batch_max, low=1, high=MAX_PROFILE_BATCH)
+        if None not in (self.batch_opt, self.batch_max) and self.batch_opt > self.batch_max:
             raise GrmpError(f"need 1 <= --batch-opt <= --batch-max, got {self.batch_opt} and {self.batch_max}")
-        check_range("--batch-max", self.batch_max, high=MAX_PROFILE_BATCH)
         check_range("--workspace-gib", self.workspace_gib, high=MAX_WORKSPACE_GIB)
         if self.workspace_gib <= 0:
             raise GrmpError(f"--workspace-gib must be > 0, got {self.workspace_gib}")
         self.plan_target()
+
+    def batch_profile(self, crops: int) -> tuple[int, int, int]:
+        """(min, opt, max) batch of a TensorRT profile for a model whose crop plan scores ``crops``
+        crops per frame: ``--batch-opt`` defaults to one frame's crops (what ``run`` sends a camera's
+        frame as), ``--batch-max`` to :func:`default_batch_max`."""
+        high = self.batch_max if self.batch_max is not None else default_batch_max(crops)
+        opt = self.batch_opt if self.batch_opt is not None else min(crops, high)
+        if opt > high:
+            raise GrmpError(f"need 1 <= --batch-opt <= --batch-max, got {opt} and {high}")
+        return 1, opt, high
 
     def plan_target(self):
         """(TensorRT flavour, compute capabilities or None) of ``trt`` and ``sm``; one-line GrmpErrors."""
@@ -115,3 +131,9 @@ class ExportOptions:
             raise GrmpError(f"--sm picks the GPUs of a TensorRT-RTX plan (--trt rtx); {plan_flavour.label} "
                             "builds for the GPU it runs on")
         return plan_flavour, (parse_sm_list(self.sm) if self.sm is not None else None)
+
+
+def default_batch_max(crops: int) -> int:
+    """The maximum batch a plan or Triton model gets unless ``--batch-max`` says: room for
+    ``FRAMES_PER_CALL`` frames of the model's ``crops``-crop plan, and at least ``MIN_DEFAULT_BATCH_MAX``."""
+    return min(MAX_PROFILE_BATCH, max(MIN_DEFAULT_BATCH_MAX, FRAMES_PER_CALL * crops))

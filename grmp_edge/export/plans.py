@@ -27,18 +27,20 @@ class BuiltPlan:
     bundle: Path | None
 
 
-def build_plan(onnx_path: Path, plan_path: Path, precision: str, options: ExportOptions) -> list[BundleFile]:
+def build_plan(onnx_path: Path, plan_path: Path, precision: str, options: ExportOptions,
+               crops: int = 1) -> list[BundleFile]:
     """Build one TensorRT plan (and its sidecar) from ``onnx_path``; returns their bundle entries,
     sidecar first.
 
-    The flavour, targets, batch profile, workspace and ``allow_drift`` come from ``options``. The
+    The flavour, targets, batch profile, workspace and ``allow_drift`` come from ``options``; the
+    profile's defaults follow ``crops``, the model's crop plan (:meth:`ExportOptions.batch_profile`). The
     plan's entry lists its flavour, TensorRT version, targets and layer precisions."""
     from grmp_edge.artifacts import sha256_file
     from grmp_edge.export.tensorrt_build import build_engine, load_sidecar, sidecar_path
     from grmp_edge.export.trt_layers import SUMMARY_COUNTS
 
     plan_flavour, targets = options.plan_target()
-    plan = build_engine(onnx_path, plan_path, precision, batch=(1, options.batch_opt, options.batch_max),
+    plan = build_engine(onnx_path, plan_path, precision, batch=options.batch_profile(crops),
                         workspace_gib=options.workspace_gib, flavour_name=plan_flavour.name,
                         compute_capabilities=targets, allow_drift=options.allow_drift)
     sidecar = sidecar_path(plan)
@@ -82,8 +84,9 @@ def build_plans_from_onnx(onnx_path: str | Path, precision: str | None = None, o
     ``options`` (or keyword ``overrides`` of its fields) gives the plan settings: ``trt``, ``sm``,
     ``batch_opt``, ``batch_max``, ``workspace_gib`` and ``allow_drift``; other fields do not apply.
     When the file belongs to a bundle (its folder holds a ``manifest.json`` listing it), its sha256 is
-    checked, the precision is the manifest's, and the plan and sidecar are added to that bundle;
-    otherwise ``precision`` is required and the plan is written beside the file.
+    checked, the precision is the manifest's, the profile follows the bundle's crop plan, and the plan
+    and sidecar are added to that bundle; otherwise ``precision`` is required, the profile is for one
+    crop per frame and the plan is written beside the file.
     """
     from rich.console import Console
 
@@ -103,7 +106,9 @@ def build_plans_from_onnx(onnx_path: str | Path, precision: str | None = None, o
         found[0].verify(found[1])
     precision = _graph_precision(onnx_path, found[1] if found else None, precision)
     console.print(f"building the {plan_flavour.label} {precision} plan from {onnx_path}")
-    entries = build_plan(onnx_path, onnx_path.with_name(plan_name(precision, plan_flavour.name)), precision, options)
+    crops = found[0].preprocess.crops if found is not None else 1
+    entries = build_plan(onnx_path, onnx_path.with_name(plan_name(precision, plan_flavour.name)), precision, options,
+                         crops)
     if found is not None:
         add_to_bundle(onnx_path.parent, entries)
     return BuiltPlan(plan=onnx_path.with_name(entries[1].path), sidecar=onnx_path.with_name(entries[0].path),

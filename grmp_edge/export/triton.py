@@ -77,19 +77,24 @@ def _add_model(repo: Path, name: str, source: Path, filename: str, config: str) 
 
 
 def export_triton(bundle: LoadedBundle, repo: Path, device: str = "cpu", precision: str = "auto",
-                  max_batch: int = 8, name: str = MODEL_NAME) -> list[Path]:
+                  max_batch: Optional[int] = None, name: str = MODEL_NAME) -> list[Path]:
     """Write the model repository of ``bundle`` into ``repo``; returns the model folders.
 
     ``device`` (``cpu`` or ``gpu``) picks the ONNX file as ``grmp-edge run`` would for ONNX Runtime
     on that device at ``precision`` (``auto``: fp32 on CPUs, fp16 on GPUs) and its instance kind;
-    ``max_batch`` is the ONNX model's ``max_batch_size``. Each plan of the bundle at that precision
-    (or any, for ``auto``) becomes ``<name>_trt`` with its profile's maximum batch; a TensorRT plan
+    ``max_batch`` is the ONNX model's ``max_batch_size`` (default: room for a few frames of the
+    bundle's crop plan, :func:`~grmp_edge.export.options.default_batch_max`). Each plan of the bundle
+    at that precision (or any, for ``auto``) becomes ``<name>_trt`` with its profile's maximum batch; a TensorRT plan
     only loads in a Triton built with the TensorRT release and for the GPU it was built for.
     """
     if device not in DEVICES:
         raise GrmpError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    from grmp_edge.export.options import default_batch_max
+
     target, kind = DEVICES[device]
     size = bundle.preprocess.size
+    if max_batch is None:
+        max_batch = default_batch_max(bundle.preprocess.crops)
     onnx = bundle.file_for(target, precision)
     models = [_add_model(repo, name, bundle.path_of(onnx), "model.onnx",
                          model_config(name, "onnxruntime_onnx", size, max_batch, kind))]
@@ -121,7 +126,7 @@ def serve_command(repo: Path) -> str:
 
 
 def export_repository(bundle: Optional[Path] = None, device: str = "cpu", precision: str = "auto",
-                      max_batch: int = 8, name: Optional[str] = None, echo=print) -> Path:
+                      max_batch: Optional[int] = None, name: Optional[str] = None, echo=print) -> Path:
     """``grmp-edge export --format triton``: the repository of ``bundle`` (default: the newest export)
     in ``runs/triton/<name>/``; ``echo`` gets what was written and the commands that use it."""
     from grmp_edge.runs import discard_on_failure, new_run_dir, slug

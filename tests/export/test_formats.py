@@ -97,3 +97,14 @@ def test_the_python_api_checks_its_arguments_too(tmp_runs, tmp_path):
 def test_the_readme_shows_the_table_the_command_checks():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert formats_table().rstrip("\n") in readme
+
+
+def test_the_plan_profile_follows_the_crop_plan_unless_given():
+    assert ExportOptions().batch_profile(1) == (1, 1, 8)  # a 1-crop model: at least 8
+    assert ExportOptions().batch_profile(15) == (1, 15, 60)  # one frame at opt, four at max
+    assert ExportOptions(batch_max=4).batch_profile(15) == (1, 4, 4)  # opt never passes a given max
+    assert ExportOptions(batch_opt=2, batch_max=4).batch_profile(15) == (1, 2, 4)
+    with pytest.raises(GrmpError, match="--batch-opt <= --batch-max"):
+        ExportOptions(batch_opt=20).batch_profile(1)
+    with pytest.raises(GrmpError, match="--batch-opt must be"):
+        ExportOptions(batch_opt=0).check("engine")

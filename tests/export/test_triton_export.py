@@ -48,6 +48,14 @@ def test_onnx_and_plan_models_from_a_bundle(tmp_path):
     assert (repo / f"{MODEL_NAME}_trt" / "1" / "model.plan").read_bytes() == (bundle.folder / "model_fp16.plan").read_bytes()
 
 
+def test_max_batch_size_defaults_to_four_frames_of_the_crop_plan(tmp_path):
+    files = [f for f in tiny_bundle.STANDARD_FILES if f[2] == "onnx"]
+    for crops, expected in ((1, 8), (15, 60)):
+        bundle = load_bundle(tiny_bundle.make_bundle(tmp_path / f"bundle{crops}", files=files, crops=crops))
+        (model,) = export_triton(bundle, tmp_path / f"repo{crops}")
+        assert parse(model / "config.pbtxt").max_batch_size == expected
+
+
 def test_gpu_device_serves_fp16_on_gpu_instances_and_no_plan_means_one_model(tmp_path):
     files = [f for f in tiny_bundle.STANDARD_FILES if f[2] == "onnx"]
     bundle = load_bundle(tiny_bundle.make_bundle(tmp_path / "bundle", files=files))
