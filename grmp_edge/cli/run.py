@@ -46,7 +46,7 @@ def run(
     backend: str = typer.Option("auto", "--backend", help="auto (TensorRT or TensorRT-RTX plan for this GPU > ONNX Runtime CUDA > ONNX Runtime CPU), tensorrt, tensorrt-rtx, onnxruntime, or triton://HOST:PORT/MODEL (a Triton server's gRPC endpoint; the bundle still gives the preprocessing)."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or int8: which bundle file runs (auto: fp16 on GPUs, fp32 on CPUs)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU inference threads for ONNX Runtime. Default: physical cores."),
-    crops: Optional[int] = typer.Option(None, "--crops", help="Score N crops of the model's size at native resolution per frame (batched, averaged); 1 = the resized centre crop. Default: the bundle's crop plan (4 for grmp-tiny, 1 for ViT-B-16; 1 for bundles older than the plan)."),
+    crops: Optional[int] = typer.Option(None, "--crops", help="Score N crops of the model's size at native resolution per frame (batched, averaged); 1 = the resized centre crop. Default: the bundle's crop plan (15 for grmp-tiny, the grid that covers a 16:9 frame; 1 for ViT-B-16 and for bundles older than the plan)."),
     stride: int = typer.Option(1, "--stride", help="Score every K-th frame of the source."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after this many scored frames (of each source)."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many seconds."),

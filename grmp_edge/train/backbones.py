@@ -24,6 +24,9 @@ open_clip.add_model_config(MODEL_CONFIGS)
 
 # Our small ViT (model_configs/grmp-tiny.json); the only backbone with offline "bootstrap" weights.
 GRMP_TINY = "grmp-tiny"
+# Its crop plan: 96 px crops at 256 px are 3 x 5 to cover a 16:9 frame (cost and accuracy per crop
+# count: benchmarks/bench_crop_plan.md, benchmarks/heldout_quality.md).
+GRMP_TINY_CROPS = 15
 
 
 def backbone_config(name: str, pretrained: str | None = None) -> dict[str, Any]:
@@ -100,14 +103,14 @@ def backbone_preprocess(name: str, pretrained: str | None, cfg: dict[str, Any]) 
     ``grmp-tiny`` is the exception: its bootstrap learned distortions from native-resolution 96 px
     crops of 256 px images, and shrinking a whole frame to 96 px would hide the blur and noise it
     learned to see, so its spec scales the shorter side to 256 and centre-crops 96 px. One 96 px crop
-    sees a seventh of a 256 px frame, so its crop plan scores 4 native-resolution crops spread over the
-    frame (held-out level SRCC pooled over 42 photos: 0.52 with 1 crop, 0.61 with 4, 0.61 with 9;
-    ``benchmarks/heldout_quality.md``). Other backbones keep 1, the resized centre crop the paper
-    evaluates: a 224 px ViT sees the whole (resized) frame in it, and 224 px crops of a camera frame
-    at native resolution are a scale it was never tuned on, at N times the cost."""
+    sees a seventh of a 256 px frame, so its crop plan is ``GRMP_TINY_CROPS`` native-resolution crops:
+    the 3 x 5 grid that covers a 16:9 frame (and, by :func:`~grmp_edge.preprocess.crop_grid`, a 1:1,
+    4:3 or 3:2 one) whole, scored in one engine batch. Other backbones keep 1, the resized centre
+    crop the paper evaluates: a 224 px ViT sees the whole (resized) frame in it, and 224 px crops of a
+    camera frame at native resolution are a scale it was never tuned on, at N times the cost."""
     pre = PreprocessSpec.clip(image_size_of(cfg))
     if name == GRMP_TINY:
-        pre = replace(pre, resize=256, crops=4)
+        pre = replace(pre, resize=256, crops=GRMP_TINY_CROPS)
     tag_cfg = _tag_config(name, pretrained)
     if tag_cfg.get("mean") and tag_cfg.get("std"):
         pre = replace(pre, mean=tuple(tag_cfg["mean"]), std=tuple(tag_cfg["std"]))

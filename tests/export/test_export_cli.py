@@ -16,7 +16,7 @@ from grmp_edge.data.pristine import bundled_photos  # noqa: E402
 from grmp_edge.export import gates  # noqa: E402
 from grmp_edge.export.formats import EXPORT_FORMATS, formats_table  # noqa: E402
 from grmp_edge.runtime.bundle import load_bundle  # noqa: E402
-from grmp_edge.train.backbones import model_spec  # noqa: E402
+from grmp_edge.train.backbones import GRMP_TINY_CROPS, model_spec  # noqa: E402
 from grmp_edge.train.checkpoint import save_checkpoint  # noqa: E402
 from grmp_edge.train.model import build_model  # noqa: E402
 
@@ -84,7 +84,7 @@ def test_export_all_from_latest_training_run(runs, capsys):
     assert calibration["kind"] == "manifest" and calibration["source"].endswith("labels.csv")
     assert calibration["num_calib"] == 64 and calibration["num_eval"] == 64 and calibration["method"] == "minmax"
     assert bundle.manifest.model.vpt_tokens == 8
-    assert bundle.preprocess.crops == 4  # grmp-tiny's crop plan travels from the checkpoint to the runtime
+    assert bundle.preprocess.crops == GRMP_TINY_CROPS  # grmp-tiny's crop plan travels from the checkpoint to the runtime
     assert {"torch", "onnx", "onnxruntime", "open_clip", "grmp-edge"} <= set(bundle.manifest.versions)
     assert not [p for p in (runs / "export").iterdir() if p.name != "tiny"]  # no staging folder left
 
@@ -185,7 +185,8 @@ def test_engine_plans_are_bundled_with_their_sidecars(runs, monkeypatch, capsys)
     capsys.readouterr()
     assert main(["export", "--engine", "--onnx", str(runs / "export" / "plans" / "model_fp32.onnx")]) == 0
     assert f"grmp-edge run --bundle {runs / 'export' / 'plans'} --backend tensorrt --precision fp32" in capsys.readouterr().out
-    assert built == [("model_fp32.onnx", "model_fp32.plan", "fp32", (1, 1, 8), 1.0)]
+    # Unset, the profile follows the bundle's crop plan: one frame's crops at opt, four frames' at max.
+    assert built == [("model_fp32.onnx", "model_fp32.plan", "fp32", (1, GRMP_TINY_CROPS, 4 * GRMP_TINY_CROPS), 1.0)]
     bundle = load_bundle(runs / "export" / "plans")
     assert bundle.file_for("tensorrt", "fp32").info["source"] == "model_fp32.onnx"
     assert bundle.file_for("tensorrt", "fp16").path == "model_fp16.plan"  # earlier entries kept

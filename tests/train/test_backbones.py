@@ -26,5 +26,10 @@ def test_openai_tags_get_quick_gelu():
 
 
 def test_crop_plans_grmp_tiny_covers_the_frame_vits_keep_the_resized_centre_crop():
-    assert model_spec("grmp-tiny", None).preprocess.crops == 4
+    from grmp_edge.preprocess import crop_grid
+
+    pre = model_spec("grmp-tiny", None).preprocess
+    for width in (256, 341, 384, 455):  # 1:1, 4:3, 3:2 and 16:9 frames at its 256 px resize
+        rows, cols = crop_grid(pre.resize, width, pre.size, pre.crops)
+        assert rows * cols == pre.crops and rows * pre.size >= pre.resize and cols * pre.size >= width
     assert model_spec("ViT-B-16", None).preprocess.crops == 1

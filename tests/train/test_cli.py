@@ -57,21 +57,22 @@ def test_tiny_train_run_raises_srcc_over_the_untrained_model_and_eval_reads_it(c
 
 
 def test_eval_scores_with_the_checkpoints_crop_plan_unless_crops_is_given(corpora, tmp_path, capsys):
-    from grmp_edge.train.backbones import model_spec
+    from grmp_edge.train.backbones import GRMP_TINY_CROPS, model_spec
     from grmp_edge.train.checkpoint import save_checkpoint
     from grmp_edge.train.model import build_model
 
     target, _ = corpora
     checkpoint = save_checkpoint(build_model(model_spec("grmp-tiny", None, vpt_tokens=2)).eval(), tmp_path / "ck")
-    assert json.loads((checkpoint / "spec.json").read_text())["preprocess"]["crops"] == 4
+    crops = json.loads((checkpoint / "spec.json").read_text())["preprocess"]["crops"]
+    assert crops == GRMP_TINY_CROPS
     srcc = {}
-    for args, said in (([], "60 images, 4 crop(s) each: the checkpoint's crop plan"),
+    for args, said in (([], f"60 images, {crops} crop(s) each: the checkpoint's crop plan"),
                        (["--crops", "1"], "60 images, 1 crop(s) each: --crops")):
         assert main(["eval", "--data", str(target), "--checkpoint", str(checkpoint), "--device", "cpu", *args]) == 0
         out = capsys.readouterr().out
         assert said in " ".join(out.split())
         srcc[len(args)] = next(line for line in out.splitlines() if " srcc " in f" {line} ")
-    assert srcc[0] != srcc[2]  # the plan's 4 crops score the images otherwise than the centre crop
+    assert srcc[0] != srcc[2]  # the plan's crops score the images otherwise than the centre crop
 
 
 def test_quick_trial_meta_only_run_gives_a_checkpoint_and_resumes(corpora, tmp_runs, capsys):
