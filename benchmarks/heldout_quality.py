@@ -4,6 +4,8 @@
     python benchmarks/heldout_quality.py --crops 1 4 9         # the table of benchmarks/heldout_quality.md
     python benchmarks/heldout_quality.py --bundle runs/export/NAME --crops 4
     python benchmarks/heldout_quality.py --zero-shot           # the bootstrap backbone, hand-written prompts
+    python benchmarks/heldout_quality.py --shift 4 --out /tmp/shift4.json   # every image moved by 4 px
+    python benchmarks/heldout_quality.py --corpus validation --out /tmp/val.json  # photos for choices
 
 The embedded model's held-out quality measure. The corpus is all 42 Kodak24 + McMaster photos (never used for the bootstrap
 or meta pre-training) x all 25 distortion types x 5 levels, made by ``grmp_edge.data.synth`` with the
@@ -13,7 +15,12 @@ scores a frame: decoded by ``read_rgb``, cut by ``pipeline.prepare_batch`` into 
 default the model's crop plan, as ``run`` does), scored by the bundle through ONNX Runtime on the CPU
 (``--batch-frames`` frames per engine call) and averaged over the crops. ``--zero-shot`` scores the
 plain bootstrap backbone instead, with the few-shot benchmark's ``hand_prompt_scores``
-(``<f, t_high - t_low>``, not a probability).
+(``<f, t_high - t_low>``, not a probability). ``--shift N`` drops each image's first N rows and
+columns before scoring, which moves the crops off the synthetic distortions' block grids (pixelate
+and JPEG blocks start at the image's corner, and at 256 px the crop grid's offsets are multiples of
+the model's 8 px patch): a score that changes with it depends on that alignment, not on the picture. ``--corpus validation``
+measures the same on the bootstrap build's 8 CBSD68 validation photos instead: a change meant to help
+should show there before it is measured on the 42 test photos.
 
 Per crops setting and distortion type:
 
@@ -38,11 +45,12 @@ from pathlib import Path
 
 import numpy as np
 
+from grmp_edge.metrics import CURVE_RISE
+
 # The targets: a consecutive-level rise above RISE makes a curve non-monotonic; the pooled SRCC
 # (mean over the 25 types) must reach TARGET_POOLED_SRCC.
-RISE = 0.02
+RISE = CURVE_RISE
 TARGET_POOLED_SRCC = 0.75
-LEVELS = (1, 2, 3, 4, 5)
 # Where the default bundle, the corpus and the bootstrap weights are looked up: part of the command.
 LOCATION_ENV = ("GRMP_EDGE_RUNS", "GRMP_EDGE_CACHE")
 
@@ -62,15 +70,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (ONNX Runtime or torch)")
     parser.add_argument("--batch-frames", type=int, default=32, help="frames per engine call")
     parser.add_argument("--workers", type=int, default=2, help="processes for the synthesis, when not cached")
+    parser.add_argument("--corpus", choices=tuple(CORPORA), default="heldout",
+                        help="the 42 held-out test photos, or the bootstrap build's 8 validation photos")
+    parser.add_argument("--shift", type=int, default=0,
+                        help="drop each image's first SHIFT rows and columns before scoring (block-grid alignment)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/heldout_quality.json"))
     return parser.parse_args(argv)
 
 
 # --------------------------------------------------------------------------- corpus
 
-def heldout_corpus(workers: int) -> tuple[list, dict[str, Path], float]:
-    """The records of the held-out corpus, its pristine reference per photo id, and the seconds spent
-    making (or finding) it."""
+CORPORA = {"heldout": "Kodak24 + McMaster photos",
+           "validation": "CBSD68 validation photos of the bootstrap build (no test: for choices)"}
+
+
+def heldout_corpus(workers: int, which: str = "heldout") -> tuple[list, dict[str, Path], float]:
+    """The records of the held-out corpus (``which``: ``heldout``, the 42 test photos, or
+    ``validation``, the bootstrap build's 8 CBSD68 validation photos), its pristine reference per photo
+    id, and the seconds spent making (or finding) it."""
     from grmp_edge.artifacts import cache_root
     from grmp_edge.data.distortions import DISTORTIONS
     from grmp_edge.images import list_images
@@ -79,17 +96,22 @@ def heldout_corpus(workers: int) -> tuple[list, dict[str, Path], float]:
     from grmp_edge.data.synth import MANIFEST_NAME, synthesize
 
     start = time.monotonic()
-    kodak, mcmaster = list_images(shared_pristine("kodak24")), list_images(shared_pristine("mcmaster"))
-    # benchmarks/fewshot.py's target corpus: same photos in the same order (they seed the distortions),
-    # types, size and seed, so its cached files are these.
-    folder = cache_root() / "fewshot" / f"target-kodak24-{len(kodak)}-mcmaster-{len(mcmaster)}"
-    manifest = folder / MANIFEST_NAME
-    # synthesize() re-scores every cached image (pseudo-MOS), minutes on 5250 images; it writes the
-    # manifest last, so a manifest means a finished corpus.
-    if not manifest.is_file():
-        synthesize(kodak + mcmaster, folder, types=list(DISTORTIONS), seed=0, workers=workers)
+    if which == "validation":
+        from quickstart_settings import validation_manifest  # benchmarks/ is on the path
+
+        manifest = validation_manifest(cache_root() / "bootstrap")
+    else:
+        kodak, mcmaster = list_images(shared_pristine("kodak24")), list_images(shared_pristine("mcmaster"))
+        # benchmarks/fewshot.py's target corpus: same photos in the same order (they seed the
+        # distortions), types, size and seed, so its cached files are these.
+        folder = cache_root() / "fewshot" / f"target-kodak24-{len(kodak)}-mcmaster-{len(mcmaster)}"
+        manifest = folder / MANIFEST_NAME
+        # synthesize() re-scores every cached image (pseudo-MOS), minutes on 5250 images; it writes the
+        # manifest last, so a manifest means a finished corpus.
+        if not manifest.is_file():
+            synthesize(kodak + mcmaster, folder, types=list(DISTORTIONS), seed=0, workers=workers)
     records = [r for r in load_manifest(manifest) if r.group and r.level is not None]
-    refs = {r.ref: folder / "ref" / f"{r.ref}.png" for r in records}
+    refs = {r.ref: manifest.parent / "ref" / f"{r.ref}.png" for r in records}
     return records, refs, time.monotonic() - start
 
 
@@ -138,14 +160,15 @@ def level_measures(scores: np.ndarray, records: list, pristine: np.ndarray) -> d
     """Per type: level SRCC (pooled, per photo), mean level curve, its rises and the level-1 to 5 drop;
     then the means over types and the three targets."""
     from grmp_edge.data.distortions import DISTORTIONS
-    from grmp_edge.metrics import level_srcc, mean_level_srcc
+    from grmp_edge.metrics import level_curves, level_srcc, mean_level_srcc
 
-    groups = np.asarray([r.group for r in records], dtype=object)
-    levels = np.asarray([r.level for r in records])
+    groups = [r.group for r in records]
+    levels = [r.level for r in records]
     table = level_srcc(scores, levels, groups, [r.ref for r in records])
+    curves = level_curves(scores, levels, groups)
     per_type = {}
     for t in (t for t in DISTORTIONS if t in table):
-        curve = [float(scores[(groups == t) & (levels == level)].mean()) for level in LEVELS]
+        curve = curves[t]
         steps = np.diff(curve)
         per_type[t] = {**table[t], "curve": [float(pristine.mean()), *curve],
                        "rises": int((steps > RISE).sum()), "max_rise": float(steps.max()),
@@ -208,8 +231,10 @@ def markdown(result: dict) -> str:
         f"`{result['command']}` on {result['date']}; model: {model['description']}"
         + (f" from `{model['bundle']}`" if model.get("bundle") else "")
         + (f", quickstart preset `{model['quickstart_preset']}`" if model.get("quickstart_preset") else "")
-        + f". Corpus: {result['corpus']['photos']} Kodak24 + McMaster photos x {result['corpus']['types']} types x "
-        f"5 levels; machine: {result['machine']['cpu']}, {result['threads']} thread(s), load average "
+        + f". Corpus: {result['corpus']['photos']} {CORPORA[result['corpus'].get('name', 'heldout')]} x "
+        f"{result['corpus']['types']} types x "
+        f"5 levels{', each image shifted by %d px' % result['shift'] if result.get('shift') else ''}; "
+        f"machine: {result['machine']['cpu']}, {result['threads']} thread(s), load average "
         f"{result['load_average']['start']} -> {result['load_average']['end']}.",
         "",
         f"Targets: pooled SRCC >= {TARGET_POOLED_SRCC}, no curve rises > {RISE} between levels, "
@@ -238,6 +263,8 @@ def main(argv: list[str]) -> int:
 
     if min(args.crops or [1]) < 1 or args.batch_frames < 1 or args.threads < 1:
         raise GrmpError("--crops, --batch-frames and --threads must be at least 1")
+    if not 0 <= args.shift < 32:
+        raise GrmpError(f"--shift must be 0..31 pixels, got {args.shift}")
     load_start = [round(v, 2) for v in os.getloadavg()]
     if args.zero_shot:
         score, spec, description = zero_shot_scorer(args.threads)
@@ -248,11 +275,11 @@ def main(argv: list[str]) -> int:
         model = {"kind": "bundle", "bundle": str(bundle), "description": description,
                  "quickstart_preset": quickstart_preset(bundle)}
     print(f"model: {description}", flush=True)
-    records, refs, corpus_s = heldout_corpus(args.workers)
+    records, refs, corpus_s = heldout_corpus(args.workers, args.corpus)
     print(f"corpus: {len(records)} distorted images of {len(refs)} photos ({corpus_s:.0f} s)", flush=True)
     start = time.monotonic()
     # Decoded once for every crop count; the references come last.
-    pixels = [read_rgb(path) for path in [r.image for r in records] + list(refs.values())]
+    pixels = [read_rgb(path)[args.shift:, args.shift:] for path in [r.image for r in records] + list(refs.values())]
     decode_s = time.monotonic() - start
 
     # hand_prompt_scores loads the backbone on every call: give it the whole corpus at once.
@@ -273,8 +300,8 @@ def main(argv: list[str]) -> int:
                              "python benchmarks/heldout_quality.py", shlex.join(argv)]).strip(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "model": model,
-        "threads": args.threads, "batch_frames": args.batch_frames, "precision": args.precision,
-        "corpus": {"photos": len(refs), "types": len({r.group for r in records}), "images": len(records),
+        "threads": args.threads, "batch_frames": args.batch_frames, "precision": args.precision, "shift": args.shift,
+        "corpus": {"name": args.corpus, "photos": len(refs), "types": len({r.group for r in records}), "images": len(records),
                    "synthesis_or_lookup_s": round(corpus_s, 1),
                    "decode_s": round(decode_s, 1), "folder": str(Path(records[0].image).parent.parent)},
         "measures": {

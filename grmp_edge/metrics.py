@@ -153,6 +153,26 @@ def level_srcc(scores, levels, groups, refs=None) -> dict[str, dict[str, float |
     return out
 
 
+# A mean level curve that rises by more than this from one level to the next is not monotonic.
+CURVE_RISE = 0.02
+
+
+def rising_types(curves: dict[str, list[float]], rise: float = CURVE_RISE) -> list[str]:
+    """The types of :func:`level_curves` whose curve rises by more than ``rise`` somewhere."""
+    return [t for t, curve in curves.items() if len(curve) > 1 and float(np.diff(curve).max()) > rise]
+
+
+def level_curves(scores, levels, groups) -> dict[str, list[float]]:
+    """Per distortion type, its mean score at each of its levels in increasing order: the curve a
+    good model draws downhill."""
+    scores = np.asarray(scores, dtype=np.float64)
+    levels = np.asarray(levels)
+    groups = np.asarray(groups, dtype=object)
+    return {str(g): [float(scores[(groups == g) & (levels == level)].mean())
+                     for level in sorted(set(levels[groups == g].tolist()))]
+            for g in dict.fromkeys(groups.tolist())}
+
+
 def mean_level_srcc(table: dict[str, dict[str, float | None]], types=None, key: str = "pooled") -> float | None:
     """Mean of one column of :func:`level_srcc` over ``types`` (default: all), ignoring undefined entries."""
     vals = [row[key] for t, row in table.items() if (types is None or t in types) and row[key] is not None]

@@ -194,12 +194,14 @@ Srcc = dict[str, float | None]
 
 @dataclass
 class LevelTable:
-    """Per-type SRCC of score vs distortion level, and its means over the seen, held-out and all types."""
+    """Per-type SRCC of score vs distortion level, its means over the seen, held-out and all types, and
+    the types whose mean score does not fall level by level."""
 
     per_type: dict[str, Srcc]
     seen_mean: Srcc
     unseen_mean: Srcc
     all_mean: Srcc
+    rising: list[str]  # types whose mean level curve rises by more than metrics.CURVE_RISE somewhere
 
     def means(self) -> dict[str, Srcc]:
         """The three means by the names the quickstart's summary uses."""
@@ -215,7 +217,7 @@ def level_table(checkpoint: Path, manifest: Path) -> LevelTable:
     import torch
 
     from grmp_edge.data.manifest import load_manifest
-    from grmp_edge.metrics import level_srcc, mean_level_srcc
+    from grmp_edge.metrics import level_curves, level_srcc, mean_level_srcc, rising_types
     from grmp_edge.train.bootstrap import HELD_OUT_TYPES
     from grmp_edge.train.datasets import QualityDataset, predict_quality
     from grmp_edge.train.checkpoint import load_checkpoint
@@ -224,13 +226,15 @@ def level_table(checkpoint: Path, manifest: Path) -> LevelTable:
     records = load_manifest(manifest)
     spec = model.spec.preprocess
     scores = predict_quality(model, QualityDataset(records, spec, crops=spec.crops), torch.device("cpu"))
-    table = level_srcc(scores, [r.level for r in records], [r.group for r in records], [r.ref for r in records])
+    levels, groups = [r.level for r in records], [r.group for r in records]
+    table = level_srcc(scores, levels, groups, [r.ref for r in records])
     seen = [t for t in table if t not in HELD_OUT_TYPES]
     return LevelTable(
         per_type=table,
         seen_mean={k: mean_level_srcc(table, seen, k) for k in ("pooled", "per_photo")},
         unseen_mean={k: mean_level_srcc(table, HELD_OUT_TYPES, k) for k in ("pooled", "per_photo")},
         all_mean={k: mean_level_srcc(table, None, k) for k in ("pooled", "per_photo")},
+        rising=rising_types(level_curves(scores, levels, groups)),
     )
 
 
@@ -238,6 +242,7 @@ def print_levels(levels: LevelTable, console) -> None:
     """The level table on the terminal, one row per type and one per mean."""
     from rich.table import Table
 
+    from grmp_edge.metrics import CURVE_RISE
     from grmp_edge.train.bootstrap import HELD_OUT_TYPES
 
     table = Table(title="per-type SRCC of score vs distortion level on held-out photos", header_style="bold")
@@ -250,6 +255,8 @@ def print_levels(levels: LevelTable, console) -> None:
                         ("mean (all)", levels.all_mean)):
         table.add_row(f"[bold]{label}[/bold]", "", fmt(mean["pooled"]), fmt(mean["per_photo"]))
     console.print(table)
+    if levels.rising:
+        console.print(f"mean score rises by more than {CURVE_RISE} from one level to the next: {', '.join(levels.rising)}")
 
 
 @dataclass(frozen=True)

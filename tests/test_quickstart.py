@@ -86,9 +86,9 @@ def test_the_summary_keeps_its_keys(tmp_path):
     from grmp_edge.quickstart import Folders, LevelTable, QuickstartResult
 
     mean = {"pooled": 0.5, "per_photo": 0.6}
-    levels = LevelTable(per_type={"jpeg": mean}, seen_mean=mean, unseen_mean=mean, all_mean=mean)
+    levels = LevelTable(per_type={"jpeg": mean}, seen_mean=mean, unseen_mean=mean, all_mean=mean, rising=[])
     result = QuickstartResult("fast", 90.0, {"corpus": 1.0}, levels, Folders.under(tmp_path))
     assert result.summary() == {"preset": "fast", "minutes": 1.5, "step_seconds": {"corpus": 1.0},
                                 "level_srcc_mean": {"all": mean, "seen": mean, "unseen": mean}}
-    assert list(levels.to_dict()) == ["per_type", "seen_mean", "unseen_mean", "all_mean"]
+    assert list(levels.to_dict()) == ["per_type", "seen_mean", "unseen_mean", "all_mean", "rising"]
     assert result.folders.checkpoint == tmp_path / "train" / "quickstart" / "best"
