@@ -1,14 +1,14 @@
 """Held-out quality of the shipped bootstrap on the 42 Kodak24 + McMaster photos it never trained on.
 
 The protocol of ``benchmarks/heldout_quality.py --zero-shot``: all 25 distortion types x 5 levels,
-the model's crop plan, the hand-written zero-shot prompts. The floors are the shipped weights' own
-measurement (``benchmarks/heldout_quality_zero_shot.json``: pooled 0.764, per photo 0.922, one
-rising curve, pristine std 0.036 against a mean level-1 to 5 drop of 0.160) less a small margin for
-library noise; a rebuilt bootstrap that does worse fails here. The backbone passes the embedded
-model's pooled target (0.75) but still has one rising curve, and the quickstart's bundle is at 0.738
-(the README's held-out table), so the floors, not the targets, are what this test holds. The corpus
-is synthesised once into the user cache (about 4 minutes on 2 cores, shared with the benchmarks);
-scoring takes 2-3 minutes.
+the model's crop plan (15 crops), the hand-written zero-shot prompts. The floors are the shipped
+weights' own measurement (``benchmarks/heldout_quality_zero_shot.json``: pooled 0.782, per photo
+0.933, one rising curve, pristine std 0.039 against a mean level-1 to 5 drop of 0.165) less a small
+margin for library noise; a rebuilt bootstrap or a crop plan that does worse fails here. The
+backbone passes the embedded model's pooled target (0.75) but still has one rising curve
+(``pixelate``), and the quickstart's bundle is at 0.753 (the README's held-out table), so the
+floors, not the targets, are what this test holds. The corpus is synthesised once into the user
+cache (about 4 minutes on 2 cores, shared with the benchmarks); scoring takes about 4 minutes.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 # Pooled and per-photo level SRCC (means over the 25 types), and the most types allowed a rising curve.
-FLOOR_POOLED, FLOOR_PER_PHOTO, MOST_NON_MONOTONIC = 0.74, 0.90, 2
+FLOOR_POOLED, FLOOR_PER_PHOTO, MOST_NON_MONOTONIC = 0.76, 0.91, 2
 
 
 @pytest.fixture
