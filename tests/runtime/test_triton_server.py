@@ -24,6 +24,7 @@ grpcclient = pytest.importorskip("tritonclient.grpc")
 import triton_server  # noqa: E402
 from loopback import free_port  # noqa: E402
 
+from grmp_edge.export.options import default_batch_max  # noqa: E402
 from grmp_edge.export.triton import MODEL_NAME  # noqa: E402
 from grmp_edge.runtime.backends import open_backend  # noqa: E402
 from grmp_edge.runtime.bundle import load_bundle  # noqa: E402
@@ -70,7 +71,8 @@ def test_tritonclient_scores_equal_local_onnxruntime(served):
     client = grpcclient.InferenceServerClient(server.grpc)
     try:
         config = client.get_model_config(MODEL_NAME).config
-        assert config.backend == "python" and config.max_batch_size == 8  # the exported config, platform swapped
+        # the exported config, platform swapped; max_batch_size defaults to four frames of the crop plan
+        assert config.backend == "python" and config.max_batch_size == default_batch_max(loaded.preprocess.crops)
         for batch in batches:
             image = grpcclient.InferInput("image", list(batch.shape), "UINT8")
             image.set_data_from_numpy(batch)
