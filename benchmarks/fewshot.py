@@ -141,14 +141,6 @@ def load_average() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
-def evenly_spaced(paths: list[Path], count: int) -> list[Path]:
-    """``count`` evenly spaced items of ``paths`` (all of them when count >= len)."""
-    if count >= len(paths):
-        return list(paths)
-    picks = np.unique(np.linspace(0, len(paths) - 1, count).round().astype(int))
-    return [paths[i] for i in picks]
-
-
 # --------------------------------------------------------------------------- corpora
 
 def build_corpora(s: Settings, workers: int, echo) -> dict:
@@ -156,7 +148,7 @@ def build_corpora(s: Settings, workers: int, echo) -> dict:
     from grmp_edge.data.distortions import DISTORTIONS
     from grmp_edge.images import list_images
     from grmp_edge.data.manifest import load_manifest, write_manifest
-    from grmp_edge.data.pristine import shared_pristine
+    from grmp_edge.data.pristine import evenly_spaced, shared_pristine
     from grmp_edge.data.synth import synthesize
     from grmp_edge.artifacts import cache_root
     from grmp_edge.train.bootstrap import HELD_OUT_TYPES, seen_types

@@ -18,16 +18,16 @@ plain bootstrap backbone instead, with the few-shot benchmark's ``hand_prompt_sc
 (``<f, t_high - t_low>``, not a probability). ``--shift N`` drops each image's first N rows and
 columns before scoring, which moves the crops off the synthetic distortions' block grids (pixelate
 and JPEG blocks start at the image's corner, and at 256 px the crop grid's offsets are multiples of
-the model's 8 px patch): a score that changes with it depends on that alignment, not on the picture. ``--corpus validation``
-measures the same on the bootstrap build's 8 CBSD68 validation photos instead: a change meant to help
-should show there before it is measured on the 42 test photos.
+the model's 8 px patch): a score that changes with it depends on that alignment, not on the picture.
+``--corpus validation`` measures the same on the bootstrap build's 8 CBSD68 validation photos
+instead: a change meant to help should show there before it is measured on the 42 test photos.
 
 Per crops setting and distortion type:
 
 * SRCC of score vs level, pooled over photos and per photo (:func:`grmp_edge.metrics.level_srcc`,
   the measure the quickstart and the bootstrap build report);
-* the mean level curve (pristine, levels 1..5) and how often it rises by more than ``RISE`` from one
-  level to the next (levels 1..5; a rise from pristine to level 1 is counted apart);
+* the mean level curve (pristine, levels 1..5) and how often it rises by more than ``CURVE_RISE``
+  from one level to the next (levels 1..5; a rise from pristine to level 1 is counted apart);
 * the drop of the mean score from level 1 to level 5.
 
 Per crops setting: the means over types, the spread (std over photos) of the pristine scores, and
@@ -47,9 +47,8 @@ import numpy as np
 
 from grmp_edge.metrics import CURVE_RISE
 
-# The targets: a consecutive-level rise above RISE makes a curve non-monotonic; the pooled SRCC
+# The targets: a consecutive-level rise above CURVE_RISE makes a curve non-monotonic; the pooled SRCC
 # (mean over the 25 types) must reach TARGET_POOLED_SRCC.
-RISE = CURVE_RISE
 TARGET_POOLED_SRCC = 0.75
 # Where the default bundle, the corpus and the bootstrap weights are looked up: part of the command.
 LOCATION_ENV = ("GRMP_EDGE_RUNS", "GRMP_EDGE_CACHE")
@@ -99,7 +98,7 @@ def heldout_corpus(workers: int, which: str = "heldout") -> tuple[list, dict[str
     if which == "validation":
         from quickstart_settings import validation_manifest  # benchmarks/ is on the path
 
-        manifest = validation_manifest(cache_root() / "bootstrap")
+        manifest = validation_manifest(workers)
     else:
         kodak, mcmaster = list_images(shared_pristine("kodak24")), list_images(shared_pristine("mcmaster"))
         # benchmarks/fewshot.py's target corpus: same photos in the same order (they seed the
@@ -171,7 +170,7 @@ def level_measures(scores: np.ndarray, records: list, pristine: np.ndarray) -> d
         curve = curves[t]
         steps = np.diff(curve)
         per_type[t] = {**table[t], "curve": [float(pristine.mean()), *curve],
-                       "rises": int((steps > RISE).sum()), "max_rise": float(steps.max()),
+                       "rises": int((steps > CURVE_RISE).sum()), "max_rise": float(steps.max()),
                        "pristine_to_level1": curve[0] - float(pristine.mean()), "drop": curve[0] - curve[-1]}
     spread = float(pristine.std())
     drop = float(np.mean([row["drop"] for row in per_type.values()]))
@@ -185,7 +184,8 @@ def level_measures(scores: np.ndarray, records: list, pristine: np.ndarray) -> d
         "mean_drop_level1_to_5": drop,
         "types_drop_below_spread": [t for t, row in per_type.items() if row["drop"] < spread],
         "non_monotonic_types": non_monotonic,
-        "types_above_pristine_at_level1": [t for t, row in per_type.items() if row["pristine_to_level1"] > RISE],
+        "types_above_pristine_at_level1": [t for t, row in per_type.items()
+                                           if row["pristine_to_level1"] > CURVE_RISE],
         "done": {"pooled_srcc": pooled is not None and pooled >= TARGET_POOLED_SRCC,
                  "monotonic": not non_monotonic, "spread_below_drop": spread < drop},
         "per_type": per_type,
@@ -237,7 +237,7 @@ def markdown(result: dict) -> str:
         f"machine: {result['machine']['cpu']}, {result['threads']} thread(s), load average "
         f"{result['load_average']['start']} -> {result['load_average']['end']}.",
         "",
-        f"Targets: pooled SRCC >= {TARGET_POOLED_SRCC}, no curve rises > {RISE} between levels, "
+        f"Targets: pooled SRCC >= {TARGET_POOLED_SRCC}, no curve rises > {CURVE_RISE} between levels, "
         "pristine std < mean level-1 to 5 drop.",
         "",
         *summary_table(result),
@@ -300,15 +300,17 @@ def main(argv: list[str]) -> int:
                              "python benchmarks/heldout_quality.py", shlex.join(argv)]).strip(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "model": model,
-        "threads": args.threads, "batch_frames": args.batch_frames, "precision": args.precision, "shift": args.shift,
-        "corpus": {"name": args.corpus, "photos": len(refs), "types": len({r.group for r in records}), "images": len(records),
+        "threads": args.threads, "batch_frames": args.batch_frames, "precision": args.precision,
+        "shift": args.shift,
+        "corpus": {"name": args.corpus, "photos": len(refs), "types": len({r.group for r in records}),
+                   "images": len(records),
                    "synthesis_or_lookup_s": round(corpus_s, 1),
                    "decode_s": round(decode_s, 1), "folder": str(Path(records[0].image).parent.parent)},
         "measures": {
             "srcc": "grmp_edge.metrics.level_srcc: per type, SRCC(score, -level) pooled over photos, and per photo "
                     "then averaged; the headline is the mean over the 25 types",
             "curve": "mean score over photos at pristine, levels 1..5",
-            "rises": f"consecutive levels 1..5 whose mean score rises by more than {RISE}",
+            "rises": f"consecutive levels 1..5 whose mean score rises by more than {CURVE_RISE}",
             "pristine_std": "std (ddof 0) of the pristine photos' scores",
             "drop": "mean score at level 1 minus at level 5, per type; mean_drop_level1_to_5 averages it over types",
         },

@@ -83,22 +83,21 @@ def train_row(name: str, settings: dict, corpus, preset, runs: Path, console, sc
 VALIDATION_COUNT = 8  # the bootstrap build's --val-count
 
 
-def validation_manifest(root: Path) -> Path:
-    """The graded corpus (25 types x 5 levels, 256 px) of the bootstrap build's validation photos:
-    ``VALIDATION_COUNT`` evenly spaced photos of CBSD68, as ``scripts/build_bootstrap.py`` sets aside."""
-    import numpy as np
-
+def validation_manifest(workers: int = 2) -> Path:
+    """The graded corpus (25 types x 5 levels, 256 px, seed 0) of the bootstrap build's validation
+    photos, ``VALIDATION_COUNT`` evenly spaced CBSD68 photos: the folder ``scripts/build_bootstrap.py``
+    synthesises them into (its default ``--work``), reused when the build made it."""
+    from grmp_edge.artifacts import cache_root
     from grmp_edge.data.distortions import DISTORTIONS
-    from grmp_edge.data.pristine import shared_pristine
+    from grmp_edge.data.pristine import evenly_spaced, shared_pristine
     from grmp_edge.data.synth import MANIFEST_NAME, synthesize
     from grmp_edge.images import list_images
 
-    photos = list_images(shared_pristine("cbsd68"))
-    picks = np.unique(np.linspace(0, len(photos) - 1, VALIDATION_COUNT).round().astype(int))
-    folder = root / f"validation-cbsd68-{VALIDATION_COUNT}"
+    photos = evenly_spaced(list_images(shared_pristine("cbsd68")), VALIDATION_COUNT)
+    folder = cache_root() / "bootstrap" / "corpus" / f"val-cbsd68-{len(photos)}"
     if (folder / MANIFEST_NAME).is_file():
         return folder / MANIFEST_NAME
-    return synthesize([photos[i] for i in picks], folder, types=list(DISTORTIONS), size=256, seed=0, workers=2)
+    return synthesize(photos, folder, types=list(DISTORTIONS), seed=0, workers=workers)
 
 
 def main(argv: list[str]) -> int:
@@ -127,7 +126,7 @@ def main(argv: list[str]) -> int:
     preset = PRESETS["full"]
     root = args.runs / NAME
     corpus = make_corpus(root, preset, Steps(root, force=False), console)
-    scored_on = corpus.heldout if args.score_on == "heldout" else validation_manifest(root)
+    scored_on = corpus.heldout if args.score_on == "heldout" else validation_manifest()
     results = []
     for name, settings in chosen.items():
         console.rule(name)
@@ -155,7 +154,8 @@ def markdown(out: dict) -> str:
              "photo, all 25 types)", "",
              f"`{out['command']}`; quickstart preset options: `{' '.join(out['preset'])}`", "",
              "| row | options added | meta: held-out source SRCC | after meta | after fine-tuning "
-             "| few-shot test SRCC before -> after | train s |" + (" rising curves after fine-tuning |" if rising else ""),
+             "| few-shot test SRCC before -> after | train s |"
+             + (" rising curves after fine-tuning |" if rising else ""),
              "|---|---|---:|---:|---:|---:|---:|" + ("---|" if rising else "")]
     for r in out["rows"]:
         lines.append(f"| {r['row']} | `{' '.join(r['options']) or '-'}` | {r['meta_heldout_srcc']:.3f} "

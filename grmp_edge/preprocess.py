@@ -90,11 +90,9 @@ def crop_grid(height: int, width: int, size: int, n: int) -> tuple[int, int]:
         return int(np.ceil(n / cols)), cols
     while rows * cols < n:
         taller, wider = (rows + 1, cols), (rows, cols + 1)
+        squarer = taller if height / rows > width / cols else wider
         fits = [g for g in (taller, wider) if g[0] * g[1] <= n]
-        if len(fits) == 1:
-            rows, cols = fits[0]
-        else:
-            rows, cols = taller if height / rows > width / cols else wider
+        rows, cols = fits[0] if len(fits) == 1 else squarer
     return rows, cols
 
 

@@ -256,7 +256,8 @@ def print_levels(levels: LevelTable, console) -> None:
         table.add_row(f"[bold]{label}[/bold]", "", fmt(mean["pooled"]), fmt(mean["per_photo"]))
     console.print(table)
     if levels.rising:
-        console.print(f"mean score rises by more than {CURVE_RISE} from one level to the next: {', '.join(levels.rising)}")
+        console.print(f"mean score rises by more than {CURVE_RISE} from one level to the next: "
+                      f"{', '.join(levels.rising)}")
 
 
 @dataclass(frozen=True)

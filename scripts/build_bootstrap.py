@@ -86,16 +86,12 @@ def split_photos(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
     """(training photos, validation photos): ``--val-count`` evenly spaced photos of the first
     ``--sources`` folder are set aside; the quickstart's training photos are added on request."""
     from grmp_edge.images import list_images
-    from grmp_edge.data.pristine import bundled_photos
+    from grmp_edge.data.pristine import bundled_photos, evenly_spaced
     from grmp_edge.data.synth import collect_sources
     from grmp_edge.quickstart import TRAIN_PHOTOS
 
     sources = collect_sources(args.sources) if args.sources else bundled_photos()
-    val: list[Path] = []
-    if args.val_count:
-        first = list_images(args.sources[0])
-        picks = np.unique(np.linspace(0, len(first) - 1, min(args.val_count, len(first))).round().astype(int))
-        val = [first[i] for i in picks]
+    val = evenly_spaced(list_images(args.sources[0]), args.val_count) if args.val_count else []
     train = [p for p in sources if p not in val]
     if args.quickstart_photos:
         train += [p for p in bundled_photos() if p.name in TRAIN_PHOTOS and p not in train]

@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence, TypeVar
+
+import numpy as np
 
 from grmp_edge.errors import GrmpError, require
+
+T = TypeVar("T")
 
 # Natural colour photographs shipped inside the scikit-image wheel. Synthetic, greyscale, medical and
 # microscopy samples (retina, ihc, logo, chessboard, text, ...) are not natural photos and are left out.
@@ -77,3 +82,12 @@ def sample_video(name: str = "bigbuckbunny.mp4") -> Path:
     if path is None or not path.is_file():
         raise GrmpError(f"sample video {name} not found; install it with: pip install 'grmp-edge[report]'")
     return path
+
+
+def evenly_spaced(items: Sequence[T], count: int) -> list[T]:
+    """``count`` evenly spaced items of ``items``, first and last included (all of them when
+    ``count >= len(items)``): how the benchmarks and the bootstrap build pick photos from a dataset."""
+    if count >= len(items):
+        return list(items)
+    picks = np.unique(np.linspace(0, len(items) - 1, count).round().astype(int))
+    return [items[i] for i in picks]

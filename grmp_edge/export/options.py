@@ -105,8 +105,8 @@ class ExportOptions:
 
         check_range("--batch-opt", self.batch_opt, low=1, high=MAX_PROFILE_BATCH)
         check_range("--batch-max", self.batch_max, low=1, high=MAX_PROFILE_BATCH)
-        if None not in (self.batch_opt, self.batch_max) and self.batch_opt > self.batch_max:
-            raise GrmpError(f"need 1 <= --batch-opt <= --batch-max, got {self.batch_opt} and {self.batch_max}")
+        if None not in (self.batch_opt, self.batch_max):
+            self.batch_profile(crops=1)  # both given: the crop plan plays no part, so check them now
         check_range("--workspace-gib", self.workspace_gib, high=MAX_WORKSPACE_GIB)
         if self.workspace_gib <= 0:
             raise GrmpError(f"--workspace-gib must be > 0, got {self.workspace_gib}")

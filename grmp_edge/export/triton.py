@@ -84,8 +84,9 @@ def export_triton(bundle: LoadedBundle, repo: Path, device: str = "cpu", precisi
     on that device at ``precision`` (``auto``: fp32 on CPUs, fp16 on GPUs) and its instance kind;
     ``max_batch`` is the ONNX model's ``max_batch_size`` (default: room for a few frames of the
     bundle's crop plan, :func:`~grmp_edge.export.options.default_batch_max`). Each plan of the bundle
-    at that precision (or any, for ``auto``) becomes ``<name>_trt`` with its profile's maximum batch; a TensorRT plan
-    only loads in a Triton built with the TensorRT release and for the GPU it was built for.
+    at that precision (or any, for ``auto``) becomes ``<name>_trt`` with its profile's maximum batch;
+    a TensorRT plan only loads in a Triton built with the TensorRT release and for the GPU it was
+    built for.
     """
     if device not in DEVICES:
         raise GrmpError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
