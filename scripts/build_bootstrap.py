@@ -37,6 +37,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="'seen' (all but HELD_OUT_TYPES), 'all', or comma-separated distortion names")
     parser.add_argument("--draws", type=int, default=0,
                         help="random strengths per photo and type in [1, 5] (0: the five graded levels)")
+    parser.add_argument("--harsher", nargs="+", default=[], metavar="TYPE=N",
+                        help="N more random strengths per photo of TYPE past level 5 (up to two of the type's "
+                             "last steps further; needs --draws)")
     parser.add_argument("--minutes", type=float, default=12.0, help="training time budget")
     parser.add_argument("--steps", type=int, default=None, help="step budget (whichever budget ends first)")
     parser.add_argument("--seed", type=int, default=0)
@@ -80,6 +83,16 @@ def chosen_types(text: str) -> list[str]:
     if text == "all":
         return list(DISTORTIONS)
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def harsher_draws(items: list[str]) -> dict[str, int]:
+    """``--harsher`` as {type: draws}."""
+    from grmp_edge.errors import GrmpError
+
+    try:
+        return {name: int(count) for name, count in (item.split("=") for item in items)}
+    except ValueError:
+        raise GrmpError(f"--harsher takes TYPE=N items, got {items}") from None
 
 
 def split_photos(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
@@ -127,14 +140,15 @@ def train(args: argparse.Namespace, photos: list[Path], types: list[str], out: P
     from grmp_edge.artifacts import sha256_file
     from grmp_edge.train import bootstrap
 
-    console.print(f"training on {len(photos)} photos, {len(types)} types, {args.draws} draws, "
+    harsher = harsher_draws(args.harsher)
+    console.print(f"training on {len(photos)} photos, {len(types)} types, {args.draws} draws, {harsher} harsher, "
                   f"{args.minutes} min / {args.steps} steps on {args.device}, {recipe_of(args)}")
     name = f"draws{args.draws}-" + "-".join(Path(s).stem for s in args.sources) if args.sources else "bundled"
     history = bootstrap.build_bootstrap(
         out, photos, types=types, minutes=args.minutes, steps=args.steps, seed=args.seed, work_dir=work / name,
         batch_size=args.batch_size, lr=args.lr, patch_dropout=args.patch_dropout, bf16=args.bf16,
         device=args.device, workers=args.workers, draws=args.draws, recipe=recipe_of(args),
-        checkpoint=args.checkpoint, init=args.init)
+        checkpoint=args.checkpoint, init=args.init, harsher=harsher)
     tenths = {k: [round(float(np.mean(c)), 4) for c in np.array_split(np.asarray(v), min(10, len(v)))]
               for k, v in history["terms"].items()}
     console.print(f"{history['steps']} steps in {history['minutes']:.1f} min; loss by tenths: {tenths}")
@@ -142,6 +156,7 @@ def train(args: argparse.Namespace, photos: list[Path], types: list[str], out: P
     return {
         "photos": [photo_label(p) for p in photos],
         "types": types, "held_out_types": list(bootstrap.HELD_OUT_TYPES), "draws": args.draws,
+        "harsher": harsher,
         "recipe": history["recipe"],
         "init": {"path": shared_relative(args.init), "sha256": sha256_file(args.init)} if args.init else None,
         "steps": history["steps"], "minutes": round(history["minutes"], 2),

@@ -339,11 +339,13 @@ class CaptionedCorpus:
 
     @classmethod
     def from_photos(cls, photos: Sequence[str | Path], types: Sequence[str], draws: int, seed: int,
-                    work_dir: str | Path, spec: PreprocessSpec | None = None, workers: int = 2) -> "CaptionedCorpus":
+                    work_dir: str | Path, spec: PreprocessSpec | None = None, workers: int = 2,
+                    harsher: dict[str, int] | None = None) -> "CaptionedCorpus":
         """Every photo resized by ``spec`` (default grmp-tiny's) and distorted with every type at
-        ``draws`` random strengths (:mod:`grmp_edge.train.bootstrap_corpus`), plus the references."""
+        ``draws`` random strengths (:mod:`grmp_edge.train.bootstrap_corpus`; ``harsher[type]`` more
+        past level 5, captioned as level 5), plus the references."""
         photos = [Path(p) for p in photos]
-        made = distort_photos(photos, types, draws, seed, spec or _tiny_spec(), Path(work_dir), workers)
+        made = distort_photos(photos, types, draws, seed, spec or _tiny_spec(), Path(work_dir), workers, harsher)
         scenes = photo_scenes(photos, SCENE_CLASSES)
         index = np.concatenate([np.full(len(m["kinds"]), i) for i, m in enumerate(made)])
         kinds = [str(k) for m in made for k in m["kinds"]]
@@ -566,11 +568,12 @@ def build_bootstrap(out: str | Path, sources: Sequence[str | Path], types: Seque
                     lr: float = 1e-3, patch_dropout: float = 0.0, bf16: bool = False, device: str = "cpu",
                     workers: int | None = None, progress: bool = True, draws: int = 0,
                     recipe: CrossPhotoLoss = CONTRASTIVE_ONLY, checkpoint: str | Path | None = None,
-                    init: str | Path | None = None) -> dict[str, Any]:
+                    init: str | Path | None = None, harsher: dict[str, int] | None = None) -> dict[str, Any]:
     """Distort ``sources`` (photos or folders) with ``types`` (default all 25), decode the corpus into
     memory, train a randomly initialised ``grmp-tiny`` on it with ``recipe`` within ``minutes`` /
     ``steps`` and save fp16 weights to ``out``. ``draws`` > 0 distorts each photo and type at that many
-    random strengths (:meth:`CaptionedCorpus.from_photos`); 0 uses the five graded levels of
+    random strengths (:meth:`CaptionedCorpus.from_photos`, with ``harsher`` draws past level 5); 0
+    uses the five graded levels of
     :func:`~grmp_edge.data.synth.synthesize` at ``size``. The corpus goes to ``work_dir`` (reused when
     rerun); ``checkpoint`` makes the training resumable; ``init`` continues from earlier weights
     instead of a random initialisation. Returns the history."""
@@ -581,7 +584,9 @@ def build_bootstrap(out: str | Path, sources: Sequence[str | Path], types: Seque
     work_dir = Path(work_dir) if work_dir is not None else Path(out).parent / "corpus"
     if draws:
         corpus = CaptionedCorpus.from_photos(collect_sources(sources), types, draws, seed, work_dir,
-                                             workers=workers or 2)
+                                             workers=workers or 2, harsher=harsher)
+    elif harsher:
+        raise GrmpError("harsher draws need random strengths (draws > 0)")
     else:
         manifest = synthesize(list(sources), work_dir, size=size, seed=seed, types=types, workers=workers,
                               progress=progress)
@@ -594,6 +599,7 @@ def build_bootstrap(out: str | Path, sources: Sequence[str | Path], types: Seque
                                 lr=lr, patch_dropout=patch_dropout, bf16=bf16, device=device, progress=progress,
                                 recipe=recipe, checkpoint=Path(checkpoint) if checkpoint else None)
     save_weights(clip, out, {"steps": history["steps"], "seed": seed, "types": ",".join(types), "draws": draws,
+                             "harsher": json.dumps(harsher or {}, sort_keys=True),
                              "recipe": json.dumps(asdict(recipe), sort_keys=True),
                              "init": Path(init).name if init else "random"})
     return {**history, "out": str(out), "images": len(corpus.images), "captions": len(corpus.captions)}

@@ -194,6 +194,35 @@ def test_random_strength_corpus_is_cached_per_photo(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(first.pixels, again.pixels))
 
 
+def test_harsher_strengths_go_on_at_the_types_last_step():
+    from grmp_edge.train import bootstrap_corpus as bc
+
+    # JPEG quality 10 -> 5 at levels 4 -> 5, so one level further is 2.5 and two are 1.25 (rounded)
+    assert [bc.strength_param("jpeg", s) for s in (5.0, 6.0, 6.5, 7.0)] == [5, 2, 2, 1]
+    assert bc.strength_param("white_noise", 6.0) == pytest.approx(0.032)
+    for bad in (("color_saturation_1", 5.5), ("jpeg", 7.5)):  # no ratio to go on with; past the end
+        with pytest.raises(bs.GrmpError):
+            bc.strength_param(*bad)
+
+
+def test_harsher_draws_add_to_the_graded_draws_and_are_captioned_as_level_5(tmp_path):
+    photos = bundled_photos()[:1]
+    plain = bs.CaptionedCorpus.from_photos(photos, ["jpeg"], 2, 0, tmp_path / "plain", workers=1)
+    harsh = bs.CaptionedCorpus.from_photos(photos, ["jpeg"], 2, 0, tmp_path / "harsh", workers=1,
+                                           harsher={"jpeg": 2})
+    extra = harsh.strengths[3:]  # reference, the two graded draws, then the harsher ones
+    assert len(harsh.pixels) == 5 and ((extra > [5, 6]) & (extra <= [6, 7])).all()
+    assert all(np.array_equal(a, b) for a, b in zip(plain.pixels, harsh.pixels))  # graded draws unchanged
+    assert {harsh.captions[i] for i in harsh.caption_ids[3:]} == {bs.caption("jpeg", 5)}
+    assert harsh.quality[4] < harsh.quality[2]  # quality 1-2 looks worse than any graded draw
+    # the cached corpus knows what it was made with: a plain rerun in the harsh folder is remade plain
+    again = bs.CaptionedCorpus.from_photos(photos, ["jpeg"], 2, 0, tmp_path / "harsh", workers=1)
+    assert len(again.pixels) == 3
+    with pytest.raises(bs.GrmpError, match="harsher"):
+        bs.CaptionedCorpus.from_photos(photos, ["jpeg"], 2, 0, tmp_path / "bad", workers=1,
+                                       harsher={"gaussian_blur": 1})
+
+
 def test_tiny_build_lowers_the_loss_and_writes_fp16(tiny_build):
     folder, history = tiny_build
     losses = history["losses"]
