@@ -437,6 +437,7 @@ class LiveSource(FrameSource):
         index = 0
         # A source that could not be opened yet (retry_first_open) starts out lost, already reported.
         lost_at: Optional[float] = None if cap is not None else time.perf_counter()
+        gap_s: Optional[float] = None  # an outage not yet reported on a frame
         delay = self.backoff_min
         try:
             while not self._closed.is_set():
@@ -455,14 +456,13 @@ class LiveSource(FrameSource):
                     cap = self._try_open()
                     delay = min(delay * 2, self.backoff_max)
                     continue
-                gap_s = None
                 if lost_at is not None:
-                    gap_s = self._back(lost_at, cap)
+                    gap_s = (gap_s or 0.0) + self._back(lost_at, cap)
                     lost_at, delay = None, self.backoff_min
-                if keep:
-                    frame = self._frame_of(got, index, self.name, gap_s=gap_s)
-                    if frame is not None:
-                        self._push(frame)
+                # The outage rides on the first frame kept and decoded after it, not on a strided one.
+                if keep and (frame := self._frame_of(got, index, self.name, gap_s=gap_s)) is not None:
+                    self._push(frame)
+                    gap_s = None
                 index += 1
         finally:
             if cap is not None:
@@ -478,9 +478,15 @@ class LiveSource(FrameSource):
         return gap_s
 
     def _push(self, frame: Frame) -> None:
+        """Queue ``frame``, dropping the oldest when full; a dropped frame's ``gap_s`` moves to the
+        next frame in line, so a slow consumer still learns of the outage."""
         with self._ready:
             if len(self._queue) == self._queue.maxlen:
-                self.stats.drops += 1  # the deque discards the oldest frame on append
+                self.stats.drops += 1
+                dropped = self._queue.popleft()
+                if dropped.gap_s is not None:
+                    heir = self._queue[0] if self._queue else frame
+                    heir.gap_s = dropped.gap_s + (heir.gap_s or 0.0)
             self._queue.append(frame)
             self._ready.notify()
 

@@ -271,6 +271,29 @@ def test_camera_that_disappears_is_reopened_with_backoff_and_the_gap_reported(mo
     assert len(cam.opens) == 5
 
 
+def test_the_gap_reaches_a_slow_consumer_of_a_strided_camera(monkeypatch):
+    # The first frame after the outage (index 5) is skipped by the stride, and the frames after it
+    # are dropped from the one-frame queue while the consumer sleeps: the gap must still arrive.
+    cam = FakeCamera(first=5, gone_opens=1, delay=0.001)
+    monkeypatch.setattr(cv2, "VideoCapture", cam)
+    src = parse_source(None, camera=0, stride=2, queue_size=1)
+    src.backoff_min, src.backoff_max = 0.01, 0.02
+    events = []
+    src.on_event = events.append
+    frames = []
+    for frame in src:
+        frames.append(frame)
+        if len(frames) == 1:
+            time.sleep(0.5)  # the camera is lost and back, and many frames come and go, meanwhile
+        if len(frames) == 4 or any(f.gap_s is not None for f in frames):
+            break
+    src.close()
+    assert [e.kind for e in events] == ["lost", "back"] and src.stats.drops > 0
+    back = [f for f in frames if f.gap_s is not None]
+    assert len(back) == 1 and back[0].gap_s == pytest.approx(events[1].gap_s)
+    assert back[0].index > 5 and back[0].index % 2 == 0
+
+
 def test_live_source_keeps_the_latest_frames_and_counts_drops(monkeypatch):
     cam = FakeCamera(first=10**6, delay=0.001)
     monkeypatch.setattr(cv2, "VideoCapture", cam)
