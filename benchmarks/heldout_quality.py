@@ -19,6 +19,8 @@ plain bootstrap backbone instead, with the few-shot benchmark's ``hand_prompt_sc
 columns before scoring, which moves the crops off the synthetic distortions' block grids (pixelate
 and JPEG blocks start at the image's corner, and at 256 px the crop grid's offsets are multiples of
 the model's 8 px patch): a score that changes with it depends on that alignment, not on the picture.
+(The image, N px smaller, is also scaled by 256 / (256 - N) on its way to the model's 256 px;
+``mosaic_response.py`` moves block grids without scaling.)
 ``--corpus validation`` measures the same on the bootstrap build's 8 CBSD68 validation photos
 instead: a change meant to help should show there before it is measured on the 42 test photos.
 

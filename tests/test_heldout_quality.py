@@ -57,3 +57,20 @@ def test_shipped_bootstrap_ranks_quality_not_content_on_held_out_photos(shipped_
     assert len(measured["non_monotonic_types"]) <= MOST_NON_MONOTONIC
     # clean photos of any content score closer together than a distortion's five levels move the score
     assert measured["pristine"]["std"] < measured["mean_drop_level1_to_5"]
+
+
+def test_mosaic_response_moves_the_block_grid_without_scaling(monkeypatch):
+    import numpy as np
+
+    from grmp_edge.data.distortions import pixelate
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from mosaic_response import mosaic
+
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    assert np.array_equal(mosaic(rgb, 8, 0), pixelate(rgb, 8, None))
+    moved = mosaic(rgb, 8, 4)
+    assert moved.shape == rgb.shape
+    # cells now span rows/columns 4..11, 12..19, ...: flat inside, a step at their edges
+    assert (moved[4:12, 12:20] == moved[4, 12]).all() and (moved[:4, :4] == moved[0, 0]).all()
+    assert not np.array_equal(moved[4:12, 12:20], moved[0:8, 8:16])
