@@ -573,10 +573,9 @@ def build_bootstrap(out: str | Path, sources: Sequence[str | Path], types: Seque
     memory, train a randomly initialised ``grmp-tiny`` on it with ``recipe`` within ``minutes`` /
     ``steps`` and save fp16 weights to ``out``. ``draws`` > 0 distorts each photo and type at that many
     random strengths (:meth:`CaptionedCorpus.from_photos`, with ``harsher`` draws past level 5); 0
-    uses the five graded levels of
-    :func:`~grmp_edge.data.synth.synthesize` at ``size``. The corpus goes to ``work_dir`` (reused when
-    rerun); ``checkpoint`` makes the training resumable; ``init`` continues from earlier weights
-    instead of a random initialisation. Returns the history."""
+    uses the five graded levels of :func:`~grmp_edge.data.synth.synthesize` at ``size``. The corpus
+    goes to ``work_dir`` (reused when rerun); ``checkpoint`` makes the training resumable; ``init``
+    continues from earlier weights instead of a random initialisation. Returns the history."""
     from grmp_edge.data.synth import collect_sources, synthesize
     from grmp_edge.train.backbones import backbone_config, clip_from_config
 
