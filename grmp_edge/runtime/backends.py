@@ -68,7 +68,7 @@ def _auto_tensorrt(bundle: LoadedBundle, precision: str, skipped: list[str]) -> 
     return None
 
 
-def _auto_onnxruntime_gpu(bundle: LoadedBundle, precision: str, threads: int | None,
+def _auto_onnxruntime_gpu(bundle: LoadedBundle, precision: str, threads: int | None, spin: bool,
                           skipped: list[str]) -> Backend | None:
     """ONNX Runtime on its TensorRT or CUDA provider when one is built in and initialises."""
     available = require("onnxruntime", "runtime").get_available_providers()
@@ -77,7 +77,7 @@ def _auto_onnxruntime_gpu(bundle: LoadedBundle, precision: str, threads: int | N
         skipped.append(f"onnxruntime has no CUDA or TensorRT provider (it has {', '.join(available)})")
         return None
     try:
-        backend = open_onnxruntime(bundle, precision, gpu + [CPU_EP], threads)
+        backend = open_onnxruntime(bundle, precision, gpu + [CPU_EP], threads, spin)
     except GrmpError as exc:
         skipped.append(f"ONNX Runtime on {gpu[0]} failed ({exc})")
         return None
@@ -89,11 +89,12 @@ def _auto_onnxruntime_gpu(bundle: LoadedBundle, precision: str, threads: int | N
     return backend
 
 
-def _open_auto(bundle: LoadedBundle, precision: str, threads: int | None) -> Backend:
+def _open_auto(bundle: LoadedBundle, precision: str, threads: int | None, spin: bool) -> Backend:
     skipped: list[str] = []
-    chosen = _auto_tensorrt(bundle, precision, skipped) or _auto_onnxruntime_gpu(bundle, precision, threads, skipped)
+    chosen = (_auto_tensorrt(bundle, precision, skipped)
+              or _auto_onnxruntime_gpu(bundle, precision, threads, spin, skipped))
     if chosen is None:
-        chosen = open_onnxruntime(bundle, precision, [CPU_EP], threads)
+        chosen = open_onnxruntime(bundle, precision, [CPU_EP], threads, spin)
         chosen.reason = "auto: onnxruntime-cpu, " + "; ".join(skipped)
     return chosen
 
@@ -104,13 +105,15 @@ def open_backend(
     precision: str = "auto",
     providers: Sequence[str] | None = None,
     threads: int | None = None,
+    spin: bool = True,
 ) -> Backend:
     """Open the backend that scores this bundle on this device (see the module doc for ``auto``).
 
     ``backend``: one of :data:`BACKENDS` or ``triton://HOST[:PORT]/MODEL``; ``precision``:
     ``auto``, ``fp32``, ``fp16`` or ``int8`` (picks the bundle file); ``providers``: ONNX Runtime
-    provider names, in order; ``threads``: CPU intra-op threads (default: physical cores). The
-    choice is logged and kept on ``Backend.reason``.
+    provider names, in order; ``threads``: CPU intra-op threads (default: physical cores); ``spin``
+    False: ONNX Runtime's idle threads sleep between calls (paced sources). The choice is logged and
+    kept on ``Backend.reason``.
     """
     _validate(backend, precision)
     if backend.startswith(TRITON_SCHEME):
@@ -119,9 +122,9 @@ def open_backend(
         chosen = tensorrt_backend.open_tensorrt(bundle, precision, backend)
         chosen.reason = f"asked for {backend}"
     elif backend == "onnxruntime" or providers:
-        chosen = open_onnxruntime(bundle, precision, providers, threads)
+        chosen = open_onnxruntime(bundle, precision, providers, threads, spin)
         chosen.reason = f"asked for {'onnxruntime' if backend == 'onnxruntime' else 'providers ' + ', '.join(providers)}"
     else:
-        chosen = _open_auto(bundle, precision, threads)
+        chosen = _open_auto(bundle, precision, threads, spin)
     log.info("backend %s (%s)", chosen.describe(), chosen.reason)
     return chosen

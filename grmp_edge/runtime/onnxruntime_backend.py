@@ -35,15 +35,21 @@ def _trt_cache_dir(file: BundleFile) -> Path:
     return cache_root() / "ort-tensorrt" / file.sha256[:16]
 
 
-def ort_session(path: str | os.PathLike, providers: Sequence, threads: int | None = None, label: str | None = None):
+def ort_session(path: str | os.PathLike, providers: Sequence, threads: int | None = None, label: str | None = None,
+                spin: bool = True):
     """An ONNX Runtime session with every graph optimisation, one inter-op thread and ``threads``
-    intra-op threads (ORT's default when None); a graph ORT cannot load is a one-line GrmpError."""
+    intra-op threads (ORT's default when None); a graph ORT cannot load is a one-line GrmpError.
+    ``spin`` False makes idle intra-op threads sleep instead of spin-waiting for the next call: less
+    CPU between the frames of a paced source, a little more latency per call
+    (``benchmarks/ort_spin.md``)."""
     ort = require("onnxruntime", "runtime")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.inter_op_num_threads = 1
     if threads:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
@@ -53,16 +59,19 @@ def ort_session(path: str | os.PathLike, providers: Sequence, threads: int | Non
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime session over one bundle file, on the first of ``providers`` that initialises.
 
-    ``threads`` sets intra-op threads (default: physical cores); graph optimisation is at its
-    highest level. The TensorRT provider caches its engines under ``~/.cache/grmp-edge`` so that
-    only the first start on a device pays for the build.
+    ``threads`` sets intra-op threads (default: physical cores); ``spin`` False lets them sleep
+    between calls (for paced sources, see :func:`ort_session`); graph optimisation is at its highest
+    level. The TensorRT provider caches its engines under ``~/.cache/grmp-edge`` so that only the
+    first start on a device pays for the build.
     """
 
-    def __init__(self, path: Path, file: BundleFile, size: int, providers: Sequence[str], threads: int | None = None):
+    def __init__(self, path: Path, file: BundleFile, size: int, providers: Sequence[str], threads: int | None = None,
+                 spin: bool = True):
         self.file = file
         self.precision = file.precision
         self._size = size
         self._threads = threads or physical_cores()
+        self.spin = spin
         provider_specs = []
         for p in providers:
             if p == TRT_EP:
@@ -74,7 +83,7 @@ class OnnxRuntimeBackend(Backend):
                 }))
             else:
                 provider_specs.append(p)
-        self._session = ort_session(path, provider_specs, self._threads, label=file.path)
+        self._session = ort_session(path, provider_specs, self._threads, label=file.path, spin=spin)
         self._check_io()
         self.providers = list(self._session.get_providers())
         self.name = BACKEND_OF_PROVIDER.get(self.providers[0], f"onnxruntime-{self.providers[0]}")
@@ -103,7 +112,8 @@ class OnnxRuntimeBackend(Backend):
 
     def describe(self) -> str:
         return (f"{self.name} {self.precision} {self.file.path} "
-                f"({self._threads} threads, providers {', '.join(self.providers)})")
+                f"({self._threads} threads{'' if self.spin else ' that sleep between calls'}, "
+                f"providers {', '.join(self.providers)})")
 
     def close(self) -> None:
         self._session = None
@@ -127,13 +137,15 @@ def open_onnxruntime(
     precision: str = "auto",
     providers: Sequence[str] | None = None,
     threads: int | None = None,
+    spin: bool = True,
 ) -> OnnxRuntimeBackend:
     """An ONNX Runtime backend on ``providers`` (default: TensorRT > CUDA > CPU, those available),
-    loading the bundle file meant for the first of them."""
+    loading the bundle file meant for the first of them; ``threads`` and ``spin`` as
+    :class:`OnnxRuntimeBackend` takes them."""
     chosen = _ort_providers(providers)
     target = BACKEND_OF_PROVIDER.get(chosen[0], "onnxruntime-cpu")
     file = bundle.file_for(target, precision)
-    backend = OnnxRuntimeBackend(bundle.path_of(file), file, bundle.preprocess.size, chosen, threads)
+    backend = OnnxRuntimeBackend(bundle.path_of(file), file, bundle.preprocess.size, chosen, threads, spin)
     if backend.name != target:
         log.warning("%s did not initialise; %s runs on %s", chosen[0], file.path, backend.providers[0])
     return backend

@@ -192,12 +192,14 @@ class _Model:
     crops_from: str
 
 
-def _open_model(options: RunOptions) -> _Model:
+def _open_model(options: RunOptions, paced: bool) -> _Model:
+    """The bundle and its backend; when every source is ``paced`` ONNX Runtime's threads sleep between frames."""
     loaded = load_bundle(options.bundle)
     crops, crops_from = loaded.preprocess.crop_plan(options.crops)
     # One frame's crops are a single engine batch: refuse a count this machine cannot hold.
     check_memory("--crops", crops, image_bytes_per_input(loaded.manifest.model), "one frame's crops")
-    backend = open_backend(loaded, backend=options.backend, precision=options.precision, threads=options.threads)
+    backend = open_backend(loaded, backend=options.backend, precision=options.precision, threads=options.threads,
+                           spin=not paced)
     return _Model(loaded, backend, crops, crops_from)
 
 
@@ -312,7 +314,7 @@ def run(options: RunOptions, log: Callable[[str], None] = _ignore) -> RunResult:
     options.check()
     sources = open_sources(options)
     post = PostProcessor(options.alpha, options.low, options.high)
-    model = _open_model(options)
+    model = _open_model(options, paced=all(source.paced for source in sources))
     try:
         log(f"bundle {model.bundle.folder}")
         log(f"backend {model.backend.describe()} [{model.backend.reason}]")

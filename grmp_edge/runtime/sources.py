@@ -118,6 +118,12 @@ class FrameSource:
 
     live = False
 
+    @property
+    def paced(self) -> bool:
+        """Frames come at the source's own rate (a camera, a stream, a file played in real time),
+        so the scorer waits between them."""
+        return self.live
+
     def __init__(self, name: str, stride: int = 1):
         if stride < 1:
             raise GrmpError(f"--stride must be >= 1, got {stride}")
@@ -219,6 +225,10 @@ class VideoFileSource(FrameSource):
         super().__init__(f"video {path}", stride)
         self.path = Path(path)
         self.realtime, self.loop = realtime, loop
+
+    @property
+    def paced(self) -> bool:
+        return self.realtime
 
     def _open(self):
         cap = opencv().VideoCapture(str(self.path))

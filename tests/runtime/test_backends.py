@@ -56,6 +56,17 @@ def test_onnxruntime_cpu_scores_match_the_graph(bundle, batch, precision, expect
     np.testing.assert_allclose(scores, reference_scores(batch), atol=1e-6)
 
 
+def test_idle_threads_sleep_between_calls_when_asked(bundle, batch):
+    with open_backend(bundle, "onnxruntime", "fp32", providers=["CPUExecutionProvider"], threads=1,
+                      spin=False) as backend:
+        options = backend._session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert "1 threads that sleep between calls" in backend.describe()
+        np.testing.assert_allclose(backend.infer(batch), reference_scores(batch), atol=1e-6)
+    with open_backend(bundle, "onnxruntime", "fp32", providers=["CPUExecutionProvider"], threads=1) as backend:
+        assert "sleep" not in backend.describe()  # ONNX Runtime's default: spin-wait for the next call
+
+
 def test_batch_sizes_vary_freely(bundle):
     backend = open_backend(bundle, "onnxruntime", "fp32", providers=["CPUExecutionProvider"])
     for n in (1, 5, 2):

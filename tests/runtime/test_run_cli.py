@@ -86,6 +86,24 @@ def test_a_crop_plan_beyond_the_engines_maximum_batch_is_refused_before_the_firs
     assert set(engine.batches) == {(2, 32, 32, 3)}
 
 
+def test_paced_sources_let_the_engine_threads_sleep_between_frames(bundle, fake_backend, video, monkeypatch):
+    from grmp_edge.runtime import session
+
+    asked = []
+
+    def opened(*args, **kwargs):
+        asked.append(kwargs["spin"])
+        engine = fake_backend()
+        engine.reason = "test"
+        return engine
+
+    monkeypatch.setattr(session, "open_backend", opened)
+    for extra in ([], ["--realtime"]):
+        assert main(["run", "--bundle", str(bundle), "--source", str(video), "--no-save", "--quiet",
+                     "--max-frames", "2", *extra]) == 0
+    assert asked == [True, False]  # as fast as it can: spin; at the video's own rate: sleep
+
+
 def test_default_bundle_is_the_latest_export(bundle_factory, video, tmp_runs, capsys):
     bundle_factory(tmp_runs / "export" / "exp")
     assert main(["run", "--source", str(video), "--max-frames", "2", "--quiet"]) == 0
