@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,12 +46,11 @@ from pathlib import Path
 import numpy as np
 
 from grmp_edge.metrics import CURVE_RISE
+from result_files import command_line, run_script, write_result  # benchmarks/ is on the path
 
 # The targets: a consecutive-level rise above CURVE_RISE makes a curve non-monotonic; the pooled SRCC
 # (mean over the 25 types) must reach TARGET_POOLED_SRCC.
 TARGET_POOLED_SRCC = 0.75
-# Where the default bundle, the corpus and the bootstrap weights are looked up: part of the command.
-LOCATION_ENV = ("GRMP_EDGE_RUNS", "GRMP_EDGE_CACHE")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -257,7 +254,6 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    from grmp_edge.artifacts import atomic_write_json, atomic_write_text
     from grmp_edge.images import read_rgb
     from grmp_edge.errors import GrmpError
     from grmp_edge.report.machine import machine_context
@@ -298,8 +294,7 @@ def main(argv: list[str]) -> int:
               f"({seconds:.0f} s)", flush=True)
 
     result = {
-        "command": " ".join([*(f"{k}={shlex.quote(os.environ[k])}" for k in LOCATION_ENV if os.environ.get(k)),
-                             "python benchmarks/heldout_quality.py", shlex.join(argv)]).strip(),
+        "command": command_line("heldout_quality.py", argv),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "model": model,
         "threads": args.threads, "batch_frames": args.batch_frames, "precision": args.precision,
@@ -320,16 +315,9 @@ def main(argv: list[str]) -> int:
         "load_average": {"start": load_start, "end": [round(v, 2) for v in os.getloadavg()]},
         "results": results,
     }
-    atomic_write_json(args.out, result)
-    atomic_write_text(args.out.with_suffix(".md"), markdown(result))
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    write_result(args.out, result, markdown(result))
     return 0
 
 
 if __name__ == "__main__":
-    from grmp_edge.errors import GrmpError
-
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except GrmpError as exc:
-        sys.exit(f"error: {exc}")
+    run_script(main)

@@ -21,15 +21,13 @@ Writes ``benchmarks/mosaic_response.{json,md}`` (``--out``).
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from heldout_quality import LOCATION_ENV, bundle_scorer, heldout_corpus, score_images, zero_shot_scorer
+from heldout_quality import bundle_scorer, heldout_corpus, score_images, zero_shot_scorer
+from result_files import command_line, run_script, write_result
 
 BLOCKS = (2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24)
 
@@ -106,7 +104,6 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    from grmp_edge.artifacts import atomic_write_json, atomic_write_text
     from grmp_edge.errors import GrmpError
     from grmp_edge.report.machine import machine_context
     from grmp_edge.runs import runs_root
@@ -124,24 +121,16 @@ def main(argv: list[str]) -> int:
         scores[name] = responses(images, score, spec, batch)
         crops = spec.crops
     result = {
-        "command": " ".join([*(f"{k}={shlex.quote(os.environ[k])}" for k in LOCATION_ENV if os.environ.get(k)),
-                             "python benchmarks/mosaic_response.py", shlex.join(argv)]).strip(),
+        "command": command_line("mosaic_response.py", argv),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "bundle": str(bundle), "scorers": {name: s[2] for name, s in scorers.items()},
         "photos": photos, "crops": crops, "blocks": args.blocks, "phases": args.phases,
         "machine": machine_context(args.threads), "scores": scores,
     }
-    atomic_write_json(args.out, result)
-    atomic_write_text(args.out.with_suffix(".md"), markdown(result))
     print(markdown(result))
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    write_result(args.out, result, markdown(result))
     return 0
 
 
 if __name__ == "__main__":
-    from grmp_edge.errors import GrmpError
-
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except GrmpError as exc:
-        sys.exit(f"error: {exc}")
+    run_script(main)

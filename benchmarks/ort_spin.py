@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import argparse
 import resource
-import shlex
 import statistics
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from result_files import command_line, run_script, write_result  # benchmarks/ is on the path
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -87,7 +87,6 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    from grmp_edge.artifacts import atomic_write_json, atomic_write_text
     from grmp_edge.errors import GrmpError
     from grmp_edge.report.machine import machine_context
     from grmp_edge.runs import runs_root
@@ -112,7 +111,7 @@ def main(argv: list[str]) -> int:
             print(f"round {repeat + 1}, {name}: " + ", ".join(f"{k} {v:.1f}" for k, v in rounds[name][-1].items()),
                   flush=True)
     result = {
-        "command": "python benchmarks/ort_spin.py " + shlex.join(argv),
+        "command": command_line("ort_spin.py", argv),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "bundle": str(bundle.folder), "description": description, "crops": crops, "fps": args.fps,
         "calls": args.calls, "repeats": args.repeats, "machine": machine_context(args.threads),
@@ -121,17 +120,10 @@ def main(argv: list[str]) -> int:
                      for name, runs in rounds.items()},
         "rounds": rounds,
     }
-    atomic_write_json(args.out, result)
-    atomic_write_text(args.out.with_suffix(".md"), markdown(result))
     print(markdown(result))
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    write_result(args.out, result, markdown(result))
     return 0
 
 
 if __name__ == "__main__":
-    from grmp_edge.errors import GrmpError
-
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except GrmpError as exc:
-        sys.exit(f"error: {exc}")
+    run_script(main)
