@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from heldout_quality import bundle_scorer, heldout_corpus, score_images, zero_shot_scorer
-from result_files import command_line, run_script, write_result
+from result_files import command_line, write_result
 
 BLOCKS = (2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24)
 
@@ -133,4 +133,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    from grmp_edge.errors import run_script
+
     run_script(main)

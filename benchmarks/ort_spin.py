@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from result_files import command_line, run_script, write_result  # benchmarks/ is on the path
+from result_files import command_line, write_result  # benchmarks/ is on the path
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -126,4 +126,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    from grmp_edge.errors import run_script
+
     run_script(main)

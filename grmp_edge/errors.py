@@ -6,7 +6,9 @@ Every failure a user can cause (bad input, missing file, missing extra) is raise
 from __future__ import annotations
 
 import importlib
+import sys
 from types import ModuleType
+from typing import Callable
 
 # Which extra installs which optional module (the error message names it).
 EXTRA_FOR_MODULE = {
@@ -30,6 +32,15 @@ EXTRA_FOR_MODULE = {
 
 class GrmpError(Exception):
     """An error whose message is shown to the user as a single line (no traceback)."""
+
+
+def run_script(main: Callable[[list[str]], int]) -> None:
+    """Exit with ``main(sys.argv[1:])``, as the repository's scripts and benchmarks run: a GrmpError
+    exits 1 with its one-line message, as the CLI's do."""
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except GrmpError as exc:
+        sys.exit(f"error: {exc}")
 
 
 def require(module: str, extra: str | None = None) -> ModuleType:

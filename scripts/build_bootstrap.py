@@ -17,10 +17,17 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
+
+
+def harsher_item(text: str) -> tuple[str, int]:
+    """One ``--harsher`` item, ``TYPE=N``, as (type, draws); a malformed one is a usage error."""
+    name, _, count = text.partition("=")
+    if not name or not count.isdigit():
+        raise argparse.ArgumentTypeError(f"expected TYPE=N (such as jpeg=2), got {text!r}")
+    return name, int(count)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -37,7 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="'seen' (all but HELD_OUT_TYPES), 'all', or comma-separated distortion names")
     parser.add_argument("--draws", type=int, default=0,
                         help="random strengths per photo and type in [1, 5] (0: the five graded levels)")
-    parser.add_argument("--harsher", nargs="+", default=[], metavar="TYPE=N",
+    parser.add_argument("--harsher", nargs="+", type=harsher_item, default=[], metavar="TYPE=N",
                         help="N more random strengths per photo of TYPE past level 5 (up to two of the type's "
                              "last steps further; needs --draws)")
     parser.add_argument("--minutes", type=float, default=12.0, help="training time budget")
@@ -85,16 +92,6 @@ def chosen_types(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def harsher_draws(items: list[str]) -> dict[str, int]:
-    """``--harsher`` as {type: draws}."""
-    from grmp_edge.errors import GrmpError
-
-    try:
-        return {name: int(count) for name, count in (item.split("=") for item in items)}
-    except ValueError:
-        raise GrmpError(f"--harsher takes TYPE=N items, got {items}") from None
-
-
 def split_photos(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
     """(training photos, validation photos): ``--val-count`` evenly spaced photos of the first
     ``--sources`` folder are set aside; the quickstart's training photos are added on request."""
@@ -140,7 +137,7 @@ def train(args: argparse.Namespace, photos: list[Path], types: list[str], out: P
     from grmp_edge.artifacts import sha256_file
     from grmp_edge.train import bootstrap
 
-    harsher = harsher_draws(args.harsher)
+    harsher = dict(args.harsher)
     console.print(f"training on {len(photos)} photos, {len(types)} types, {args.draws} draws, {harsher} harsher, "
                   f"{args.minutes} min / {args.steps} steps on {args.device}, {recipe_of(args)}")
     name = f"draws{args.draws}-" + "-".join(Path(s).stem for s in args.sources) if args.sources else "bundled"
@@ -215,11 +212,17 @@ def main(argv: list[str]) -> int:
 
     import grmp_edge
     from grmp_edge.artifacts import atomic_write_json, cache_root, sha256_file
+    from grmp_edge.errors import GrmpError
     from grmp_edge.train import bootstrap
 
     console = Console()
     torch.set_num_threads(args.threads)
     types = chosen_types(args.types)
+    untrained = sorted(set(dict(args.harsher)) - set(types))
+    if untrained:
+        raise GrmpError(f"--harsher names types this build does not train: {', '.join(untrained)}")
+    if args.eval_only and not args.eval_only.is_file():
+        raise GrmpError(f"--eval-only: no weights file at {args.eval_only}")
     photos, val = split_photos(args)
     out = args.eval_only or args.out or bootstrap.cached_weights_path()
     work = args.work or cache_root() / "bootstrap" / "corpus"
@@ -248,4 +251,6 @@ def _device_name(device: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from grmp_edge.errors import run_script
+
+    run_script(main)
