@@ -43,7 +43,6 @@ import json
 import os
 import platform
 import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -600,4 +599,6 @@ def _bootstrap_note() -> dict | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from grmp_edge.errors import run_script
+
+    run_script(main)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -166,4 +165,6 @@ def markdown(out: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from grmp_edge.errors import run_script
+
+    run_script(main)

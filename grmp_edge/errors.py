@@ -36,7 +36,7 @@ class GrmpError(Exception):
 
 def run_script(main: Callable[[list[str]], int]) -> None:
     """Exit with ``main(sys.argv[1:])``, as the repository's scripts and benchmarks run: a GrmpError
-    exits 1 with its one-line message, as the CLI's do."""
+    is its one-line message and exit status 1, never a traceback (the CLI's own handler exits 2)."""
     try:
         sys.exit(main(sys.argv[1:]))
     except GrmpError as exc:

@@ -78,7 +78,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--eval-only", type=Path, default=None,
                         help="skip training: evaluate these weights on the validation photos")
     parser.add_argument("--benchmark", type=Path, default=None, help="write the results JSON here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.harsher = dict(args.harsher)  # {type: draws}
+    return args
 
 
 def chosen_types(text: str) -> list[str]:
@@ -137,15 +139,14 @@ def train(args: argparse.Namespace, photos: list[Path], types: list[str], out: P
     from grmp_edge.artifacts import sha256_file
     from grmp_edge.train import bootstrap
 
-    harsher = dict(args.harsher)
-    console.print(f"training on {len(photos)} photos, {len(types)} types, {args.draws} draws, {harsher} harsher, "
-                  f"{args.minutes} min / {args.steps} steps on {args.device}, {recipe_of(args)}")
+    console.print(f"training on {len(photos)} photos, {len(types)} types, {args.draws} draws, "
+                  f"{args.harsher} harsher, {args.minutes} min / {args.steps} steps on {args.device}, {recipe_of(args)}")
     name = f"draws{args.draws}-" + "-".join(Path(s).stem for s in args.sources) if args.sources else "bundled"
     history = bootstrap.build_bootstrap(
         out, photos, types=types, minutes=args.minutes, steps=args.steps, seed=args.seed, work_dir=work / name,
         batch_size=args.batch_size, lr=args.lr, patch_dropout=args.patch_dropout, bf16=args.bf16,
         device=args.device, workers=args.workers, draws=args.draws, recipe=recipe_of(args),
-        checkpoint=args.checkpoint, init=args.init, harsher=harsher)
+        checkpoint=args.checkpoint, init=args.init, harsher=args.harsher)
     tenths = {k: [round(float(np.mean(c)), 4) for c in np.array_split(np.asarray(v), min(10, len(v)))]
               for k, v in history["terms"].items()}
     console.print(f"{history['steps']} steps in {history['minutes']:.1f} min; loss by tenths: {tenths}")
@@ -153,7 +154,7 @@ def train(args: argparse.Namespace, photos: list[Path], types: list[str], out: P
     return {
         "photos": [photo_label(p) for p in photos],
         "types": types, "held_out_types": list(bootstrap.HELD_OUT_TYPES), "draws": args.draws,
-        "harsher": harsher,
+        "harsher": args.harsher,
         "recipe": history["recipe"],
         "init": {"path": shared_relative(args.init), "sha256": sha256_file(args.init)} if args.init else None,
         "steps": history["steps"], "minutes": round(history["minutes"], 2),
@@ -218,7 +219,7 @@ def main(argv: list[str]) -> int:
     console = Console()
     torch.set_num_threads(args.threads)
     types = chosen_types(args.types)
-    untrained = sorted(set(dict(args.harsher)) - set(types))
+    untrained = sorted(set(args.harsher) - set(types))
     if untrained:
         raise GrmpError(f"--harsher names types this build does not train: {', '.join(untrained)}")
     if args.eval_only and not args.eval_only.is_file():

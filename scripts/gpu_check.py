@@ -315,4 +315,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from grmp_edge.errors import run_script
+
+    run_script(main)

@@ -75,7 +75,7 @@ class _PhotoJob:
     seed: int
     spec: PreprocessSpec
     cache: Path
-    harsher: tuple[str, ...] = ()  # "type=draws" past level 5
+    harsher: tuple[tuple[str, int], ...] = ()  # (type, draws past level 5), sorted
 
 
 def _distort_photo(job: _PhotoJob) -> dict[str, np.ndarray]:
@@ -88,16 +88,16 @@ def _distort_photo(job: _PhotoJob) -> dict[str, np.ndarray]:
     if job.cache.is_file():
         with np.load(job.cache) as cached:
             if (np.array_equal(cached["settings"], settings) and list(cached["types"]) == list(job.types)
-                    and list(cached.get("harsher", [])) == list(job.harsher)):
+                    and list(cached.get("harsher", [])) == _harsher_tags(job.harsher)):
                 return {k: cached[k] for k in cached.files}
     ref = resize(read_rgb(job.photo), job.spec)
     pixels, types, strengths, quality = [ref], [""], [0.0], [1.0]
-    harsher = dict(item.split("=") for item in job.harsher)
+    harsher = dict(job.harsher)
     for name in job.types:
         # The graded draws first, so asking for harsher ones leaves them as they were.
         rng = np.random.default_rng([job.seed, job.index, DISTORTIONS.index(name)])
         draws = list(stratified_strengths(job.draws, rng))
-        draws += list(stratified_strengths(int(harsher.get(name, 0)), rng, LEVELS, MAX_STRENGTH))
+        draws += list(stratified_strengths(harsher.get(name, 0), rng, LEVELS, MAX_STRENGTH))
         for strength in draws:
             image = distort_at(name, ref, float(strength), rng)
             pixels.append(image)
@@ -106,11 +106,16 @@ def _distort_photo(job: _PhotoJob) -> dict[str, np.ndarray]:
             quality.append(pseudo_mos(ref, image))
     result = {"pixels": np.stack(pixels), "kinds": np.asarray(types), "strengths": np.asarray(strengths),
               "quality": np.asarray(quality), "settings": settings, "types": np.asarray(job.types),
-              "harsher": np.asarray(job.harsher, dtype=str)}
+              "harsher": np.asarray(_harsher_tags(job.harsher), dtype=str)}
     job.cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(job.cache.with_suffix(".tmp.npz"), **result)
     job.cache.with_suffix(".tmp.npz").replace(job.cache)
     return result
+
+
+def _harsher_tags(harsher: tuple[tuple[str, int], ...]) -> list[str]:
+    """Harsher draws as the ``type=draws`` strings a cached corpus file records."""
+    return [f"{name}={count}" for name, count in harsher]
 
 
 def _init_worker() -> None:
@@ -137,8 +142,8 @@ def distort_photos(photos: Sequence[Path], types: Sequence[str], draws: int, see
         raise GrmpError(f"harsher draws need a trained type and a count of 1 or more, got {harsher}")
     for name in harsher:
         strength_param(name, MAX_STRENGTH)  # a type without harsher strengths fails here, before any work
-    tags = tuple(f"{name}={count}" for name, count in sorted(harsher.items()))
-    jobs = [_PhotoJob(Path(p), i, tuple(types), draws, seed, spec, Path(work_dir) / f"{ref_id}.npz", tags)
+    jobs = [_PhotoJob(Path(p), i, tuple(types), draws, seed, spec, Path(work_dir) / f"{ref_id}.npz",
+                      tuple(sorted(harsher.items())))
             for i, (p, ref_id) in enumerate(zip(photos, image_ids([Path(p) for p in photos])))]
     if workers <= 1:
         return [_distort_photo(job) for job in jobs]
