@@ -12,6 +12,15 @@ from typing import Any, Callable, Iterable, Optional
 from grmp_edge.errors import GrmpError
 
 
+
+def user_path(text: str | os.PathLike) -> Path:
+    """``text`` as a path with ``~`` and ``~user`` expanded; a ``~user`` with no home here is a
+    GrmpError (pathlib raises a bare RuntimeError)."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise GrmpError(f"cannot expand {str(text).split(os.sep)[0]!r} in {str(text)!r}: no such user here") from None
+
 def atomic_write(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
     """Call ``writer(tmp_path)`` and rename the result onto ``path`` only if it succeeded."""
     path = Path(path)
@@ -60,7 +69,7 @@ def check_outputs(outputs: Iterable[tuple[str, Optional[os.PathLike]]], overwrit
     for option, path in outputs:
         if path is None:
             continue
-        resolved = Path(path).expanduser().resolve()
+        resolved = user_path(path).resolve()
         if resolved in seen:
             raise GrmpError(f"{seen[resolved]} and {option} name the same file {path}")
         seen[resolved] = option
@@ -93,8 +102,8 @@ def cache_root() -> Path:
     """grmp-edge's cache folder: ``$GRMP_EDGE_CACHE``, else ``$XDG_CACHE_HOME/grmp-edge``, else
     ``~/.cache/grmp-edge`` (bootstrap weights, TensorRT timing caches, ORT TensorRT engines)."""
     if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "grmp-edge"
+        return user_path(os.environ[CACHE_ENV])
+    return user_path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "grmp-edge"
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

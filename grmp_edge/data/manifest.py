@@ -29,6 +29,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from grmp_edge.artifacts import user_path
 from grmp_edge.errors import GrmpError
 
 REQUIRED_COLUMNS = ("image", "score")
@@ -178,7 +179,11 @@ class _RowReader:
         if text == "":
             reasons.append("image is empty")
             return None
-        image = Path(text).expanduser()
+        try:
+            image = user_path(text)
+        except GrmpError as exc:
+            reasons.append(str(exc))
+            return None
         return (image if image.is_absolute() else self.folder / image).resolve()
 
     def number(self, fields: list[str], key: str, parse, reasons: list[str], prefix: str = ""):

@@ -28,6 +28,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from grmp_edge.images import IMAGE_SUFFIXES, list_images, read_rgb
+from grmp_edge.artifacts import user_path
 from grmp_edge.errors import GrmpError, opencv
 
 
@@ -588,7 +589,7 @@ def _path_source(text: str, stride: int, realtime: bool = False, loop: bool = Fa
         if not paths:
             raise GrmpError(f"no image files match {text!r}")
         return ImageFilesSource(paths, f"glob {text}", stride)
-    path = Path(text).expanduser()
+    path = user_path(text)
     if path.is_dir():
         paths = list_images(path)
         if not paths:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import socket
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
+from grmp_edge.artifacts import user_path
 from grmp_edge.errors import GrmpError, require
 from grmp_edge.train.backbones import GRMP_TINY, backbone_config, check_config, clip_from_config
 
@@ -75,7 +75,7 @@ def resolve_weights(name: str, pretrained: str) -> str:
         from grmp_edge.train.bootstrap import bootstrap_weights
 
         return str(bootstrap_weights())
-    path = Path(pretrained).expanduser()
+    path = user_path(pretrained)
     if path.is_file():
         return str(path)
     if path.suffix.lower() in CHECKPOINT_SUFFIXES or "/" in pretrained:

@@ -191,3 +191,11 @@ def test_cli_validate_exits_2_with_one_line_per_problem(tmp_path, capsys):
     assert "2 problem(s) in 2 rows" in err
     assert "\n  line 2: image not found" in err
     assert "\n  line 3: score 'x' is not a number; image not found" in err
+
+
+def test_an_image_under_an_unknown_users_home_is_a_row_problem_not_a_crash(tmp_path):
+    _png(tmp_path / "good.png")
+    path = _write(tmp_path / "m.csv", "image,score\ngood.png,0.5\n~grmp_no_such_user/a.png,0.4\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path)
+    assert any(p.startswith("line 3: ") and "no such user" in p for p in info.value.problems)

@@ -294,6 +294,11 @@ def test_the_gap_reaches_a_slow_consumer_of_a_strided_camera(monkeypatch):
     assert back[0].index > 5 and back[0].index % 2 == 0
 
 
+def test_a_path_under_an_unknown_users_home_is_a_one_line_error():
+    with pytest.raises(GrmpError, match="no such user"):
+        parse_source("~grmp_no_such_user/clip.mp4")
+
+
 def test_live_source_keeps_the_latest_frames_and_counts_drops(monkeypatch):
     cam = FakeCamera(first=10**6, delay=0.001)
     monkeypatch.setattr(cv2, "VideoCapture", cam)
